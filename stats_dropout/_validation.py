@@ -1,0 +1,99 @@
+"""Shared argument validators with uniform messages.
+
+Every public function has one ``_<name>_iv`` validator that calls these; messages put the
+parameter in backticks and echo the value: ``"`keep_prob` must be in (0, 1]; got 1.5"``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def keep_prob_iv(keep_prob, name="keep_prob"):
+    """Return ``keep_prob`` as a Python float in (0, 1] or raise naming ``name``."""
+    if isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number in (0, 1]; got {keep_prob!r}")
+    value = float(keep_prob)
+    if not (0.0 < value <= 1.0):  # also rejects NaN
+        raise ValueError(f"`{name}` must be in (0, 1]; got {keep_prob!r}")
+    return value
+
+
+def probability_iv(value, name, *, low_open=True, high_open=True):
+    """Return a float probability strictly inside (0, 1) (the default) or raise naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number in (0, 1); got {value!r}")
+    v = float(value)
+    ok_low = v > 0 if low_open else v >= 0
+    ok_high = v < 1 if high_open else v <= 1
+    if not (ok_low and ok_high):
+        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+        raise ValueError(f"`{name}` must be in {interval}; got {value!r}")
+    return v
+
+
+def positive_int_iv(value, name):
+    """Return ``value`` as an int ≥ 1 or raise naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be a positive integer; got {value!r}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def seed_iv(seed, name="seed"):
+    """Return ``seed`` as a non-negative int or raise naming ``name``."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"`{name}` must be a non-negative integer; got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer; got {seed!r}")
+    return int(seed)
+
+
+def float_array_iv(x, name="x", *, allow_empty=True, allow_0d=True, allow_nonfinite=False):
+    """Return ``x`` as a floating ndarray (no copy when it already is one) or raise.
+
+    Integer and boolean arrays are rejected rather than silently cast: dropout of an integer
+    tensor cannot represent ``x / keep_prob``, and casting would hide the caller's bug.
+    """
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"`{name}` must be a floating-point array; got {x!r}")
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        raise TypeError(f"`{name}` must be a floating-point array; got dtype object")
+    if arr.dtype.type not in FLOAT_DTYPES:
+        raise TypeError(
+            f"`{name}` must have a floating dtype (float16, float32 or float64); got dtype {arr.dtype}"
+        )
+    if not allow_0d and arr.ndim == 0:
+        raise ValueError(f"`{name}` must have at least one dimension; got a 0-d array")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"`{name}` must not be empty; got shape {arr.shape}")
+    if not allow_nonfinite and arr.size and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"`{name}` must be finite; got {bad} NaN or infinite value(s)")
+    return arr
+
+
+def choice_iv(value, name, choices):
+    """Return ``value`` if it is one of ``choices`` or raise listing them."""
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`{name}` must be one of {listed}; got {value!r}")
+    return value
+
+
+def rng_iv(rng, name="rng"):
+    """Return a ``numpy.random.Generator`` from anything ``default_rng`` accepts."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    try:
+        return np.random.default_rng(rng)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"`{name}` must be a numpy.random.Generator or a seed default_rng accepts; got {rng!r}"
+        ) from exc

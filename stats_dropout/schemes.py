@@ -1,0 +1,313 @@
+"""Reference dropout schemes: one ``DropoutScheme`` type, a registry, exact masks.
+
+A scheme is noise (``bernoulli``, ``gaussian``, ``alpha``) × ``shared_axes`` (axes along which
+one mask is broadcast) × rescaling side (``train``: inverted dropout divides kept units by
+``keep_prob`` at train; ``eval``: Srivastava's original dropout multiplies by ``keep_prob`` at
+eval). Every scheme has a contract (``mean``: ``E[train(x)] = eval(x)`` for every x;
+``moments``: output mean and variance preserved for ``x ~ N(0, 1)``) and closed-form mean and
+variance of its train output (:mod:`stats_dropout.theory`).
+
+Bernoulli masks come from integer thresholds: with ``m`` random bits ``U`` uniform on
+``{0, …, 2^m − 1}``, ``P(U < t) = t / 2^m`` exactly. The width is the smallest of 8, 16, 32 for
+which ``keep_prob · 2^m`` is an integer (then the keep rate is exactly ``keep_prob``);
+otherwise ``m = 32`` and ``t = round(keep_prob · 2^32)``, a bias below ``2^-33``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from . import theory
+from ._validation import choice_iv, float_array_iv, keep_prob_iv, positive_int_iv, rng_iv
+
+__all__ = ["DropoutScheme", "BoundScheme", "SCHEMES", "get_scheme", "keep_threshold", "bernoulli_mask"]
+
+Noise = Literal["bernoulli", "gaussian", "alpha"]
+Rescale = Literal["train", "eval"]
+
+#: Symbolic ``shared_axes``: all axes from 2 on (channel dropout) or from 1 on (one mask per
+#: sample, drop-path). Integers name axes directly (0 is the batch).
+SPATIAL = "spatial"
+NON_BATCH = "non_batch"
+
+_WIDTHS = ((8, np.uint8), (16, np.uint16), (32, np.uint32))
+
+
+def keep_threshold(keep_prob):
+    """Integer threshold ``t`` and bit width ``m`` with ``P(U < t) = t / 2^m ≈ keep_prob``.
+
+    Returns ``(t, m, dtype)``. Exact when ``keep_prob · 2^m`` is an integer for some
+    ``m ∈ {8, 16, 32}``; otherwise ``|t / 2^32 − keep_prob| ≤ 2^-33``.
+    """
+    keep_prob = keep_prob_iv(keep_prob)
+    for bits, dtype in _WIDTHS:
+        scaled = keep_prob * 2.0**bits
+        if scaled == int(scaled):
+            return int(scaled), bits, dtype
+    return int(round(keep_prob * 2.0**32)), 32, np.uint32
+
+
+def bernoulli_mask(rng, shape, keep_prob):
+    """Boolean mask of ``shape`` with independent ``Bernoulli(keep_prob)`` entries.
+
+    Uses the integer threshold of :func:`keep_threshold`, so the keep rate is exact
+    (see the module docstring). ``keep_prob == 1`` keeps everything without drawing.
+    """
+    if keep_prob == 1.0:
+        return np.ones(shape, dtype=bool)
+    threshold, bits, dtype = keep_threshold(keep_prob)
+    draws = rng.integers(0, 2**bits, size=shape, dtype=dtype)
+    return draws < threshold
+
+
+def _resolve_shared_axes(spec, ndim, scheme_name):
+    """Turn a ``shared_axes`` spec into a tuple of non-negative axes of an ``ndim`` array."""
+    if spec == SPATIAL:
+        need = 2
+        axes = tuple(range(2, ndim))
+    elif spec == NON_BATCH:
+        need = 1
+        axes = tuple(range(1, ndim))
+    else:
+        axes = tuple(a % ndim if ndim else a for a in spec)
+        need = max((a + 1 if a >= 0 else -a for a in spec), default=0)
+    if ndim < need:
+        raise ValueError(
+            f"`x` must have at least {need} dimension(s) for scheme {scheme_name!r} "
+            f"(shared_axes={spec!r}); got {ndim}"
+        )
+    return axes
+
+
+@dataclasses.dataclass(frozen=True)
+class DropoutScheme:
+    """A reference dropout scheme.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    noise : {"bernoulli", "gaussian", "alpha"}
+        Multiplicative Bernoulli mask, multiplicative ``N(1, (1−p)/p)`` noise, or alpha
+        dropout's affine saturation.
+    shared_axes : tuple of int or {"spatial", "non_batch"}
+        Axes along which one mask is broadcast. ``()`` draws one mask entry per element.
+    rescale : {"train", "eval"}
+        Where the ``keep_prob`` correction lives (Bernoulli only): ``train`` divides kept
+        units by ``keep_prob`` (inverted dropout); ``eval`` multiplies the eval output by
+        ``keep_prob`` (Srivastava et al. 2014, weight scaling).
+    contract : {"mean", "moments"}
+        What the scheme promises (see module docstring).
+    reference : str
+        Where the scheme is defined.
+    """
+
+    name: str
+    noise: Noise = "bernoulli"
+    shared_axes: tuple | str = ()
+    rescale: Rescale = "train"
+    contract: Literal["mean", "moments"] = "mean"
+    reference: str = ""
+    description: str = ""
+
+    # --- the two paths -------------------------------------------------------------------
+    def train(self, x, keep_prob, rng=None):
+        """One stochastic train-time forward pass; ``x`` is never modified.
+
+        Parameters
+        ----------
+        x : array_like of float16, float32 or float64
+            Input; axis 0 is the batch (see DESIGN.md's axis convention).
+        keep_prob : float in (0, 1]
+        rng : numpy.random.Generator or seed, optional
+
+        Returns
+        -------
+        numpy.ndarray
+            Same shape and dtype as ``x``.
+        """
+        x, keep_prob, rng = self._train_iv(x, keep_prob, rng)
+        return self._sample(x, keep_prob, rng, n_draws=None)
+
+    def eval(self, x, keep_prob):
+        """The deterministic inference path: identity, or ``keep_prob · x`` for ``rescale='eval'``."""
+        x = float_array_iv(x)
+        keep_prob = keep_prob_iv(keep_prob)
+        if self.noise == "bernoulli" and self.rescale == "eval":
+            return (x.astype(np.float64) * keep_prob).astype(x.dtype)
+        return x.copy()
+
+    def sample_train(self, x, keep_prob, n_draws, rng=None):
+        """``n_draws`` independent train passes stacked on a new leading axis.
+
+        Equivalent in law to ``np.stack([train(x) for _ in range(n_draws)])`` but vectorised;
+        used by :func:`stats_dropout.estimate_train_moments`.
+        """
+        x, keep_prob, rng = self._train_iv(x, keep_prob, rng)
+        n_draws = positive_int_iv(n_draws, "n_draws")
+        return self._sample(x, keep_prob, rng, n_draws=n_draws)
+
+    def bind(self, keep_prob, rng=None):
+        """Return a :class:`BoundScheme`: ``train(x)`` and ``eval(x)`` at a fixed ``keep_prob``."""
+        return BoundScheme(self, keep_prob_iv(keep_prob), rng_iv(rng))
+
+    # --- theory --------------------------------------------------------------------------
+    def train_mean(self, x, keep_prob):
+        """Closed-form ``E[train(x)]`` per element (THEORY.md §1, §5)."""
+        return self._moment_function("mean")(x, keep_prob)
+
+    def train_var(self, x, keep_prob):
+        """Closed-form ``Var[train(x)]`` per element (THEORY.md §1, §5).
+
+        Sharing a mask along axes changes covariances between elements, not these.
+        """
+        return self._moment_function("var")(x, keep_prob)
+
+    def noise_loadings(self, x, keep_prob):
+        """Write the train output as ``y = c + s · ξ`` with ξ the (possibly shared) noise.
+
+        Returns ``(s, v, kappa)``: per-element loadings ``s``, the noise variance
+        ``v = Var ξ`` and ``kappa = Var (ξ − Eξ)²``. Inverted Bernoulli: ``s = x/p``,
+        ``v = p(1−p)``, ``kappa = p(1−p)(1−2p)²``; standard: ``s = x``; Gaussian: ``s = x``,
+        ``v = (1−p)/p``, ``kappa = 2v²``; alpha: ``s = a(x − α')`` [derived]. These give exact
+        variances of linear statistics (:meth:`linear_statistic_var`), hence computed
+        sample sizes.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        p = keep_prob
+        if self.noise == "gaussian":
+            v = (1.0 - p) / p
+            return x, v, 2.0 * v**2
+        v, kappa = p * (1.0 - p), p * (1.0 - p) * (1.0 - 2.0 * p) ** 2
+        if self.noise == "alpha":
+            a, _ = theory.alpha_affine(p)
+            return a * (x - theory.ALPHA_PRIME), v, kappa
+        return (x / p if self.rescale == "train" else x), v, kappa
+
+    def linear_statistic_var(self, weights, x, keep_prob):
+        """Exact ``Var Σ_i w_i y_i`` of one train pass: ``v Σ_g (Σ_{i∈g} w_i s_i)²`` over mask groups g."""
+        s, v, _ = self.noise_loadings(x, keep_prob)
+        group_sums = self._group_sums(np.asarray(weights, dtype=np.float64) * s)
+        return float(v * np.sum(group_sums**2))
+
+    def squared_deviation_var(self, weights, x, keep_prob):
+        """Exact ``Var Σ_i w_i (y_i − E y_i)²``: ``kappa Σ_g (Σ_{i∈g} w_i s_i²)²`` [derived]."""
+        s, _, kappa = self.noise_loadings(x, keep_prob)
+        group_sums = self._group_sums(np.asarray(weights, dtype=np.float64) * s**2)
+        return float(kappa * np.sum(group_sums**2))
+
+    def _group_sums(self, values):
+        axes = _resolve_shared_axes(self.shared_axes, values.ndim, self.name)
+        return np.sum(values, axis=axes) if axes else values
+
+    def mask_shape(self, shape):
+        """Shape of one mask for an input of ``shape``: shared axes have length 1."""
+        axes = _resolve_shared_axes(self.shared_axes, len(shape), self.name)
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+    # --- internals -----------------------------------------------------------------------
+    def _moment_function(self, which):
+        if self.noise == "alpha":
+            return getattr(theory, f"alpha_{which}")
+        if self.noise == "gaussian":
+            return getattr(theory, f"gaussian_{which}")
+        kind = "inverted" if self.rescale == "train" else "standard"
+        return getattr(theory, f"{kind}_{which}")
+
+    def _train_iv(self, x, keep_prob, rng):
+        x = float_array_iv(x)
+        keep_prob = keep_prob_iv(keep_prob)
+        self.mask_shape(x.shape)  # raises a clear error if x has too few dimensions
+        return x, keep_prob, rng_iv(rng)
+
+    def _sample(self, x, keep_prob, rng, n_draws):
+        lead = () if n_draws is None else (n_draws,)
+        if keep_prob == 1.0:
+            return np.broadcast_to(x, lead + x.shape).copy()
+        mask_shape = lead + self.mask_shape(x.shape)
+        x64 = x.astype(np.float64, copy=False)
+        if self.noise == "gaussian":
+            noise = rng.standard_normal(mask_shape)
+            noise *= theory.gaussian_std(keep_prob)
+            noise += 1.0
+            out = x64 * noise
+        elif self.noise == "alpha":
+            keep = bernoulli_mask(rng, mask_shape, keep_prob)
+            a, b = theory.alpha_affine(keep_prob)
+            out = np.where(keep, a * x64 + b, a * theory.ALPHA_PRIME + b)
+        else:
+            keep = bernoulli_mask(rng, mask_shape, keep_prob)
+            out = np.multiply(keep, x64, dtype=np.float64)  # broadcasts over the draws
+            if self.rescale == "train":
+                out /= keep_prob  # divide, not multiply by 1/p: a kept unit is exactly fl(x / p)
+        return out.astype(x.dtype, copy=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundScheme:
+    """A scheme at a fixed ``keep_prob`` with its own Generator: callables ``x -> y``."""
+
+    scheme: DropoutScheme
+    keep_prob: float
+    rng: np.random.Generator = dataclasses.field(repr=False, compare=False)
+
+    def __call__(self, x):
+        return self.scheme.train(x, self.keep_prob, self.rng)
+
+    train = __call__
+
+    def eval(self, x):
+        return self.scheme.eval(x, self.keep_prob)
+
+    def sample_train(self, x, n_draws, rng=None):
+        """Vectorised draws (see :meth:`DropoutScheme.sample_train`); ``rng`` overrides the bound one."""
+        return self.scheme.sample_train(x, self.keep_prob, n_draws, self.rng if rng is None else rng)
+
+
+_SRIVASTAVA = "Srivastava et al. 2014, JMLR 15"
+
+SCHEMES: dict[str, DropoutScheme] = {
+    s.name: s
+    for s in (
+        DropoutScheme("inverted", reference=_SRIVASTAVA + " §10; every modern framework",
+                      description="kept units x/p at train, identity at eval"),
+        DropoutScheme("standard", rescale="eval", reference=_SRIVASTAVA + " §4",
+                      description="kept units x at train, p·x at eval (weight scaling)"),
+        DropoutScheme("batch_shared", shared_axes=(0,),
+                      reference="THEORY.md §1 (one mask for the whole batch)",
+                      description="inverted, one mask shared by all samples of a batch"),
+        DropoutScheme("channel", shared_axes=SPATIAL, reference="Tompson et al. 2015",
+                      description="inverted, one mask per (sample, channel), shared over space"),
+        DropoutScheme("time_locked", shared_axes=(1,), reference="Gal & Ghahramani 2016",
+                      description="inverted, one mask per sequence, repeated at every time step"),
+        DropoutScheme("drop_path", shared_axes=NON_BATCH, reference="Huang et al. 2016",
+                      description="inverted, one mask per sample for a whole residual branch"),
+        DropoutScheme("gaussian", noise="gaussian", reference=_SRIVASTAVA + " §10",
+                      description="multiplicative N(1, (1-p)/p) noise, identity at eval"),
+        DropoutScheme("alpha", noise="alpha", contract="moments",
+                      reference="Klambauer et al. 2017",
+                      description="SELU-saturating alpha dropout, identity at eval"),
+        DropoutScheme("dropconnect", rescale="eval", reference="Wan et al. 2013",
+                      description="applied to a weight matrix W: M∘W at train, p·W at eval"),
+    )
+}
+
+
+def _get_scheme_iv(name):
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a scheme name (str); got {name!r}")
+    return choice_iv(name, "name", tuple(SCHEMES))
+
+
+def get_scheme(name):
+    """Return the registered :class:`DropoutScheme` called ``name``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the known names.
+    """
+    return SCHEMES[_get_scheme_iv(name)]
