@@ -83,6 +83,13 @@ def _statistics(scheme, x, keep_prob, eval_out):
     return out
 
 
+def count_scheme_decisions(scheme, keep_prob):
+    """Number of decisions :func:`verify_scheme` makes for ``scheme`` at ``keep_prob``."""
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    x = scheme_probe()
+    return len(_statistics(scheme, x, keep_prob, scheme.eval(x, keep_prob)))
+
+
 def _verify_scheme_iv(scheme, keep_prob, relative_error, false_fail_rate, false_pass_rate, seed,
                       n_decisions, max_draws):
     if isinstance(scheme, str):

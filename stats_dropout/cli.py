@@ -1,0 +1,70 @@
+"""The ``stats-dropout`` command line.
+
+Exit codes: 0 success (all checks passed), 1 a check failed, 2 usage error (one line, no
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A mistake in the command line; reported in one line with exit code 2."""
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="stats-dropout",
+        description="Statistical verification of dropout: measured, with stated error rates.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("schemes", help="check every reference scheme across keep_prob and print a table")
+    p.add_argument("--keep-probs", type=float, nargs="+", default=None,
+                   help="keep probabilities (default: 0.1 0.2 ... 0.9 1.0)")
+    p.add_argument("--schemes", nargs="+", default=None, help="scheme names (default: all)")
+    p.add_argument("--relative-error", type=float, default=0.01,
+                   help="smallest relative error each decision must detect (default: 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--csv", default=None, help="also write the tidy table to this CSV file")
+    p.set_defaults(func=_cmd_schemes)
+    return parser
+
+
+def _cmd_schemes(args):
+    from .reporting import DEFAULT_KEEP_PROBS, format_schemes_table, sweep_schemes
+
+    keep_probs = DEFAULT_KEEP_PROBS if args.keep_probs is None else args.keep_probs
+    try:
+        frame = sweep_schemes(args.schemes, keep_probs, relative_error=args.relative_error,
+                              seed=args.seed, progress=sys.stderr.isatty())
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"stats-dropout schemes: seed {args.seed}; every decision detects a relative error of "
+          f"{args.relative_error:g} with probability 0.999; total false-fail rate 1e-06 over "
+          f"{len(frame)} decisions")
+    print(format_schemes_table(frame))
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+    failed = frame[~frame["passed"]]
+    for _, row in failed.iterrows():
+        print(f"FAILED {row['scheme']} keep_prob={row['keep_prob']}: {row['property']} "
+              f"(estimate {row['estimate']:.5g}, expected {row['expected']:.5g}, p = {row['pvalue']:.3g})")
+    return 1 if len(failed) else 0
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"stats-dropout: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
