@@ -12,7 +12,7 @@ import sys
 __all__ = ["main"]
 
 
-class UsageError(Exception):
+class UsageError(Exception):  # raised by command handlers; main() prints it
     """A mistake in the command line; reported in one line with exit code 2."""
 
 
@@ -31,7 +31,54 @@ def _parser():
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--csv", default=None, help="also write the tidy table to this CSV file")
     p.set_defaults(func=_cmd_schemes)
+
+    # `verify`: handled by stats_dropout._cli_verify.run(args) -> exit code.
+    p = sub.add_parser("verify", help="run the verification battery on your own dropout function")
+    p.add_argument("target", help="MODULE:CALLABLE or path/to/file.py:CALLABLE")
+    p.add_argument("--keep-prob", type=float, nargs="+", required=True, dest="keep_prob",
+                   help="keep probability (several values allowed)")
+    p.add_argument("--eval", default=None, help="MODULE:CALLABLE of the eval path (default: none)")
+    p.add_argument("--contract", default="inverted",
+                   choices=["inverted", "standard", "gaussian", "moments"],
+                   help="what the implementation claims to be (default: inverted)")
+    p.add_argument("--convention", default="auto",
+                   choices=["auto", "plain", "course", "cs231n"],
+                   help="call signature: plain f(x) or f(x, keep_prob); course "
+                        "forward_propagation_with_dropout; cs231n dropout_forward (default: auto)")
+    p.add_argument("--p-means", default="keep", choices=["keep", "drop"], dest="p_means",
+                   help="for cs231n: whether dropout_param['p'] is the keep or drop probability (default: keep)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=_delegate("_cli_verify"))
+
+    # `report` and `claims`: handled by stats_dropout._cli_report.run / _cli_claims.run.
+    p = sub.add_parser("report", help="write the full report (CSV, SVG/PNG figures, index.html)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--draws", type=int, default=None, help="cap on Monte-Carlo draws per cell (default: computed)")
+    p.add_argument("--keep-probs", type=float, nargs="+", default=None, dest="keep_probs",
+                   help="keep probabilities (default: 0.05 0.10 ... 0.95 1.0)")
+    p.add_argument("--schemes", nargs="+", default=None, help="scheme names (default: all)")
+    p.add_argument("--executor", default="local", choices=["local", "dask"],
+                   help="where sweep cells run (default: local)")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster)")
+    p.set_defaults(func=_delegate("_cli_report"))
+
+    p = sub.add_parser("claims", help="print the claims ledger: every claim of the forum thread, measured")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--csv", default=None, help="also write the ledger to this CSV file")
+    p.set_defaults(func=_delegate("_cli_claims"))
     return parser
+
+
+def _delegate(module):
+    """Handler that imports ``stats_dropout.<module>`` only when its command runs."""
+
+    def handler(args):
+        import importlib
+
+        return importlib.import_module(f"stats_dropout.{module}").run(args)
+
+    return handler
 
 
 def _cmd_schemes(args):
