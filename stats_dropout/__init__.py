@@ -5,7 +5,8 @@ tests with stated false-fail and false-pass rates decide whether it keeps its co
 """
 
 from . import schemes, stats, theory
-from .checks import verify_scheme
+from .checks import Implementation, iter_checks, verify_dropout
+from .scheme_checks import verify_scheme
 from .montecarlo import estimate_statistic_moments, estimate_train_moments
 from .results import CheckResult, ConfidenceInterval, Decision, TrainMoments, VerificationResult
 from .schemes import SCHEMES, DropoutScheme, get_scheme
@@ -14,6 +15,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMES",
+    "Implementation",
+    "iter_checks",
+    "verify_dropout",
     "CheckResult",
     "ConfidenceInterval",
     "Decision",

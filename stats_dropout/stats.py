@@ -60,6 +60,11 @@ def _z_sum(false_fail_rate, false_pass_rate, n_tests=1):
     return stats.norm.isf(false_fail_rate / (2 * n_tests)) + stats.norm.isf(false_pass_rate)
 
 
+def _t_sum(false_fail_rate, false_pass_rate, df, n_tests=1):
+    """``t_{1−α/(2m), df} + t_{1−β, df}``: the t-test analogue of :func:`_z_sum`."""
+    return stats.t.isf(false_fail_rate / (2 * n_tests), df) + stats.t.isf(false_pass_rate, df)
+
+
 # --- multiplicity ---------------------------------------------------------------------------
 def holm_adjust(pvalues):
     """Holm-adjusted p-values [1]_: reject element i at level α iff ``adjusted[i] < α``.
@@ -92,7 +97,8 @@ def _decide_mean_equal_iv(moments, expected, false_fail_rate, false_pass_rate, s
 
 
 def decide_mean_equal(moments, expected, *, false_fail_rate=1e-6, false_pass_rate=1e-3,
-                      property="train mean equals eval output", scale=None, rtol=0.0, atol=0.0):
+                      property="train mean equals eval output", scale=None, rtol=0.0, atol=0.0,
+                      null_sd=None):
     """Decide whether the true mean of every element equals ``expected``.
 
     One Student-t test per element (``n_draws − 1`` degrees of freedom), Holm-adjusted
@@ -112,6 +118,12 @@ def decide_mean_equal(moments, expected, *, false_fail_rate=1e-6, false_pass_rat
     scale : array_like, optional
         If given, the minimum detectable effect is reported relative to ``|scale|``
         (elements with zero scale are ignored for it).
+    null_sd : array_like, optional
+        Standard deviation of one draw *under the null* (known from theory). Then the test is a
+        z test with standard error ``max(null_sd, sample sd) / sqrt(n)``: exact in its first two
+        moments under the null, conservative when the sample spread is larger, and far more
+        powerful than a t test at extreme levels with few draws. Use it only when one draw is
+        itself close to normal (e.g. a sum over many independent units).
     rtol, atol : float, default 0
         Floating-point dead band: differences up to ``rtol · |expected| + atol`` count as zero.
         Needed when the statistic has (near) zero variance and rounding alone would be
@@ -135,25 +147,33 @@ def decide_mean_equal(moments, expected, *, false_fail_rate=1e-6, false_pass_rat
     m = max(mean.size, 1)
     raw = mean - expected
     diff = np.sign(raw) * np.maximum(np.abs(raw) - rtol * np.abs(expected) - atol, 0.0)
-    df = moments.n_draws - 1
+    if null_sd is None:
+        df = moments.n_draws - 1
+        dist = stats.t(df)
+    else:
+        se = np.maximum(se, np.asarray(null_sd, dtype=float) / np.sqrt(moments.n_draws))
+        df = None
+        dist = stats.norm
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(se > 0, diff / se, np.where(diff == 0, 0.0, np.inf))
-    pvalues = 2 * stats.t.sf(np.abs(t), df)
+    pvalues = 2 * dist.sf(np.abs(t))
     adjusted = holm_adjust(pvalues)
     if mean.size == 0:
         return Decision(property, "t (no elements)", np.nan, np.nan, np.nan, np.nan, 1.0,
                         alpha, beta, np.nan, moments.n_draws, False)
     worst = int(np.argmin(pvalues.ravel()))
-    half = stats.t.isf(alpha / (2 * m), df) * se.ravel()[worst]
+    half = dist.isf(alpha / (2 * m)) * se.ravel()[worst]
     est = float(mean.ravel()[worst])
-    mde = float(_z_sum(alpha, beta, m) * np.max(se))
+    q = _z_sum(alpha, beta, m) if df is None else _t_sum(alpha, beta, df, m)
+    mde = float(q * np.max(se))
     units = "absolute"
     if scale is not None:
         nz = np.abs(scale) > 0
         if np.any(nz):
-            mde = float(_z_sum(alpha, beta, m) * np.max(se[nz] / np.abs(scale[nz])))
+            mde = float(q * np.max(se[nz] / np.abs(scale[nz])))
             units = "relative"
-    method = "Student t" + (f", Holm over {m} elements" if m > 1 else "")
+    method = ("Student t" if df is not None else "z, variance known under the null") + (
+        f", Holm over {m} elements" if m > 1 else "")
     p_adj = float(np.min(adjusted))
     return Decision(
         property=property, method=method, estimate=est, expected=float(expected.ravel()[worst]),
@@ -165,29 +185,45 @@ def decide_mean_equal(moments, expected, *, false_fail_rate=1e-6, false_pass_rat
     )
 
 
-def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rate=1e-3, n_tests=1):
+def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rate=1e-3, n_tests=1,
+                             null_sd_known=False):
     """Draws needed to detect a mean error ``effect`` when one draw has std ``sd``.
 
-    ``n = ⌈((z_{1−α/(2m)} + z_{1−β}) σ / δ)²⌉`` (normal approximation, two-sided, level α
-    split over ``n_tests`` = m). Scales as ``O(1/δ²)``.
+    ``n = ⌈((t_{1−α/(2m), n−1} + t_{1−β, n−1}) σ / δ)²⌉`` solved by fixed-point iteration from
+    the normal approximation (two-sided, level α split over ``n_tests`` = m). Scales as
+    ``O(1/δ²)``. With ``null_sd_known`` (a z test, see :func:`decide_mean_equal`'s
+    ``null_sd``) the normal formula is used as is.
     """
     alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
     if not effect > 0:
         raise ValueError(f"`effect` must be positive; got {effect!r}")
     if not sd >= 0:
         raise ValueError(f"`sd` must be non-negative; got {sd!r}")
-    n = math.ceil((_z_sum(alpha, beta, n_tests) * sd / effect) ** 2)
-    return max(n, 2)
+    n = max(math.ceil((_z_sum(alpha, beta, n_tests) * sd / effect) ** 2), 2)
+    if null_sd_known:
+        return n  # z test (decide_mean_equal with null_sd)
+    # The decision is a t test: at small n its quantiles are far above the normal ones at
+    # extreme levels, so iterate n <- ((t_{α,n-1} + t_{β,n-1}) σ / δ)² to a fixed point.
+    for _ in range(50):
+        t_sum = _t_sum(alpha, beta, n - 1, n_tests)
+        new = max(math.ceil((t_sum * sd / effect) ** 2), 2)
+        if new <= n:
+            break
+        n = new
+    return n
 
 
 def min_mean_error_detectable_by_t(n, sd, *, false_fail_rate=1e-6, false_pass_rate=1e-3, n_tests=1):
     """Smallest mean error detected with probability ``1 − β`` from ``n`` draws of std ``sd``.
 
-    ``δ = (z_{1−α/(2m)} + z_{1−β}) σ / sqrt(n)``; the twin of :func:`min_draws_for_mean_error`.
+    ``δ = (t_{1−α/(2m), n−1} + t_{1−β, n−1}) σ / sqrt(n)``; the twin of
+    :func:`min_draws_for_mean_error`.
     """
     alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
     n = positive_int_iv(n, "n")
-    return float(_z_sum(alpha, beta, n_tests) * sd / math.sqrt(n))
+    if n < 2:
+        return math.inf
+    return float(_t_sum(alpha, beta, n - 1, n_tests) * sd / math.sqrt(n))
 
 
 def projection_ratio(x, expected):
@@ -323,9 +359,9 @@ def decide_keep_rate(kept, trials, keep_prob, *, false_fail_rate=1e-6, false_pas
 
 def _keep_rate_power_gap(effect, n, p, z_a, z_b):
     """Normal-approximation power equation for a binomial rate; zero at the detectable effect."""
-    worst = 0.0
+    worst = -math.inf
     for p1 in (p - effect, p + effect):
-        if 0 < p1 < 1:
+        if 0 <= p1 <= 1:
             need = (z_a * math.sqrt(p * (1 - p)) + z_b * math.sqrt(p1 * (1 - p1))) / math.sqrt(n)
             worst = max(worst, need - effect)
     return worst
@@ -345,9 +381,9 @@ def min_keep_rate_error_detectable_by_binomial(trials, keep_prob, *, false_fail_
         return 0.0  # a single dropped unit refutes keep_prob = 1
     z_a = stats.norm.isf(alpha / (2 * n_tests))
     z_b = stats.norm.isf(beta)
-    hi = max(p, 1 - p) - 1e-12
+    hi = max(p, 1 - p)
     if _keep_rate_power_gap(hi, n, p, z_a, z_b) > 0:
-        return float(hi)
+        return float(hi)  # not even the largest possible error is detectable
     return float(optimize.brentq(_keep_rate_power_gap, 1e-15, hi, args=(n, p, z_a, z_b)))
 
 
@@ -371,22 +407,31 @@ def min_trials_for_keep_rate_error(keep_prob, effect, *, false_fail_rate=1e-6, f
 
 
 # --- dispersion -----------------------------------------------------------------------------
-def decide_dispersion(counts, size, keep_prob, *, false_fail_rate=1e-6, false_pass_rate=1e-3,
+def decide_dispersion(counts, size, keep_prob=None, *, false_fail_rate=1e-6, false_pass_rate=1e-3,
                       property="kept counts per row are Binomial"):
     """Index-of-dispersion test that counts are ``Binomial(size, keep_prob)`` [4]_.
 
     ``D = Σ_r (K_r − n p)² / (n p (1 − p))`` is approximately ``χ²_R`` for R independent
     binomial counts; a mask that keeps a *fixed* number of units per row has D ≈ 0 (lower
     tail), one that keeps all-or-nothing has D ≫ R (upper tail). Two-sided.
-    The estimate reported is the dispersion ratio ``D / R`` (1 for binomial counts).
+    With ``keep_prob=None`` the rate is estimated from the counts and D has ``R − 1`` degrees
+    of freedom, so a wrong keep rate (another check's business) does not masquerade as
+    over-dispersion. The estimate reported is the dispersion ratio ``D / df`` (1 for binomial
+    counts).
     """
     counts = np.asarray(counts, dtype=float).ravel()
     if counts.size < 2:
         raise ValueError(f"`counts` must hold at least 2 counts; got {counts.size}")
     size = positive_int_iv(size, "size")
-    p = probability_iv(keep_prob, "keep_prob")
     alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
-    r = counts.size
+    if keep_prob is None:
+        p = float(counts.mean() / size)
+        r = counts.size - 1
+        if not 0 < p < 1:
+            raise ValueError("`counts` must not be all 0 or all `size` when keep_prob is estimated")
+    else:
+        p = probability_iv(keep_prob, "keep_prob")
+        r = counts.size
     d = float(np.sum((counts - size * p) ** 2) / (size * p * (1 - p)))
     pvalue = float(min(1.0, 2 * min(stats.chi2.cdf(d, r), stats.chi2.sf(d, r))))
     low = d / stats.chi2.isf(alpha / 2, r)
@@ -394,7 +439,7 @@ def decide_dispersion(counts, size, keep_prob, *, false_fail_rate=1e-6, false_pa
     # Smallest relative change of the dispersion ratio seen with power 1 − β (either side).
     mde = float(stats.chi2.isf(alpha / 2, r) / stats.chi2.ppf(beta, r) - 1)
     return Decision(
-        property=property, method=f"chi-square index of dispersion over {r} rows",
+        property=property, method=f"chi-square index of dispersion, {r} degrees of freedom",
         estimate=d / r, expected=1.0, ci_low=float(low), ci_high=float(high), pvalue=pvalue,
         false_fail_rate=alpha, false_pass_rate=beta, min_detectable_effect=mde, n=r,
         rejected=bool(pvalue < alpha), effect_units="relative",

@@ -1,0 +1,285 @@
+"""Evidence for the battery: call an implementation ``draws`` times and stream what it did.
+
+One pass over the draws records everything every check needs — keep counts per mask entry,
+per row and per input group, pairwise mask products along each axis and across calls,
+kept-unit scale errors, per-draw pooled statistics and per-element moments — so memory does not
+grow with the number of draws and the implementation is called once per draw for all checks.
+A broken implementation (an exception, a wrong shape, NaN, a mutated input) ends the pass
+early with the reason recorded; it never crashes the battery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+
+import numpy as np
+
+from ._rng import seeded_global_rngs
+from .montecarlo import RunningMoments
+from .schemes import _resolve_shared_axes
+
+
+@dataclasses.dataclass
+class PairSums:
+    """Sums for the correlation of mask entries ``(a, b)`` over many pairs."""
+
+    n: int = 0
+    sa: float = 0.0
+    sb: float = 0.0
+    sab: float = 0.0
+
+    def add(self, a, b):
+        self.n += a.size
+        self.sa += float(a.sum())
+        self.sb += float(b.sum())
+        self.sab += float(np.sum(a & b))
+
+    def correlation(self):
+        """Sample (phi) correlation of the pairs; ``z = r √n`` is N(0, 1) under independence."""
+        if self.n == 0:
+            return np.nan
+        ma, mb = self.sa / self.n, self.sb / self.n
+        va, vb = ma * (1 - ma), mb * (1 - mb)
+        if va == 0 or vb == 0:
+            return np.nan
+        return (self.sab / self.n - ma * mb) / np.sqrt(va * vb)
+
+
+@dataclasses.dataclass
+class Evidence:
+    """What an implementation did over ``draws`` train passes at one ``keep_prob``."""
+
+    keep_prob: float
+    x: np.ndarray
+    draws_requested: int
+    draws: int = 0
+    error: str | None = None           # exception raised by train (with its type)
+    shape_error: str | None = None
+    dtype_error: str | None = None
+    nonfinite: int = 0                 # non-finite outputs on the first offending draw
+    mutated: bool = False              # train wrote into its input
+    elapsed_calls: int = 0
+    # per-draw pooled statistics, rows: draws, columns: see Collector.statistic_names
+    stats: list = dataclasses.field(default_factory=list)
+    moments: RunningMoments | None = None  # per-element moments of the output
+    # mask evidence (Bernoulli-type contracts)
+    has_masks: bool = False
+    entry_counts: np.ndarray | None = None  # kept count per mask entry
+    entry_trials: np.ndarray | None = None  # observable trials per mask entry
+    row_counts: list = dataclasses.field(default_factory=list)
+    row_size: int = 0
+    kept: int = 0
+    trials: int = 0
+    group_kept: np.ndarray | None = None    # by input group (sign × magnitude)
+    group_trials: np.ndarray | None = None
+    group_labels: tuple = ()
+    axis_pairs: dict = dataclasses.field(default_factory=dict)  # axis -> PairSums
+    call_pairs: PairSums = dataclasses.field(default_factory=PairSums)
+    identical_consecutive: int = 0     # consecutive calls with identical masks
+    sharing_violations: int = 0
+    scale_checked: int = 0
+    scale_violations: int = 0
+    scale_worst: tuple | None = None   # (x, y, expected)
+    scale_ratios: list = dataclasses.field(default_factory=list)
+    only_zero_one: bool = True         # every output value is 0 or 1
+    noise_sample: np.ndarray | None = None  # y / x for Gaussian noise (first draws)
+
+    @property
+    def broken(self):
+        """Reason the statistical checks cannot use this evidence, or None."""
+        if self.error:
+            return f"train raised {self.error}"
+        if self.shape_error:
+            return self.shape_error
+        if self.nonfinite:
+            return f"train returned {self.nonfinite} NaN or infinite value(s) for a finite input"
+        if self.draws < 2:
+            return "fewer than 2 successful train passes"
+        return None
+
+    def statistics(self):
+        return np.asarray(self.stats, dtype=np.float64).reshape(len(self.stats), -1)
+
+
+def _mask_entries(kept, axes):
+    """One value per mask entry: the slice at index 0 along every shared axis."""
+    index = tuple(slice(0, 1) if i in axes else slice(None) for i in range(kept.ndim))
+    return kept[index]
+
+
+class Collector:
+    """Streams evidence for one implementation at one keep_prob (see module docstring).
+
+    Parameters
+    ----------
+    call : callable
+        ``x -> y`` (keep_prob already bound).
+    x : ndarray
+        Probe; never passed to ``call`` itself (a fresh copy each draw).
+    keep_prob : float
+    contract : ContractModel
+        Expected values: ``mean(x)``, ``var(x)``, kept/dropped values, shared axes.
+    """
+
+    def __init__(self, call, x, keep_prob, contract):
+        self.call = call
+        self.x = x
+        self.p = keep_prob
+        self.c = contract
+        self.x64 = x.astype(np.float64)
+        self.mu = contract.mean(self.x64, keep_prob)
+        self.var = contract.var(self.x64, keep_prob)
+        self.axes = _resolve_shared_axes(contract.shared_axes, x.ndim, "contract") if x.ndim else ()
+        self.observable = self.x64 != 0  # a zero input hides the mask
+        mu = self.mu
+        self._mu_sq = float(np.sum(mu**2))
+        self._var_sum = float(np.sum(self.var))
+        eps = np.finfo(x.dtype).eps
+        # Kept units must equal the contract's value to a few units in the last place of the
+        # output dtype: user code may compute x * (1/p) or (x * mask) / p, each within 1-2 ulp.
+        self.tol = 8 * eps
+
+    def _statistic_row(self, y):
+        n = max(y.size, 1)
+        row = [
+            float(np.sum(y * self.mu) / self._mu_sq) if self._mu_sq > 0 else np.nan,
+            float(np.sum((y - self.mu) ** 2) / self._var_sum) if self._var_sum > 0 else float(
+                np.sum((y - self.mu) ** 2)),
+            float(np.sum(y) / n),
+            float(np.sum(y**2) / n),
+        ]
+        return row
+
+    def collect(self, draws, seed):
+        ev = Evidence(keep_prob=self.p, x=self.x, draws_requested=draws)
+        ev.has_masks = self.c.has_masks
+        if ev.has_masks:
+            self._init_masks(ev)
+        previous = None
+        block = []
+        with seeded_global_rngs(seed):
+            for _ in range(draws):
+                xin = self.x.copy()
+                try:
+                    y = self.call(xin)
+                except Exception as exc:  # noqa: BLE001 — any user failure becomes a failed check
+                    last = traceback.extract_tb(exc.__traceback__)[-1]
+                    ev.error = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"
+                    break
+                ev.elapsed_calls += 1
+                if not np.array_equal(xin, self.x, equal_nan=True):
+                    ev.mutated = True
+                y = np.asarray(y)
+                if y.shape != self.x.shape:
+                    ev.shape_error = f"train returned shape {y.shape} for an input of shape {self.x.shape}"
+                    break
+                if y.dtype != self.x.dtype and ev.dtype_error is None:
+                    ev.dtype_error = f"train returned dtype {y.dtype} for an input of dtype {self.x.dtype}"
+                if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+                    ev.shape_error = f"train returned a non-real array of dtype {y.dtype}"
+                    break
+                y64 = y.astype(np.float64)
+                finite = np.isfinite(y64)
+                if not finite.all():
+                    ev.nonfinite = int(y64.size - np.count_nonzero(finite))
+                    break
+                ev.draws += 1
+                ev.stats.append(self._statistic_row(y64))
+                block.append(y64)
+                if len(block) * max(y64.size, 1) >= 1 << 20:
+                    self._merge_moments(ev, block)
+                    block = []
+                if ev.only_zero_one and not np.all((y64 == 0) | (y64 == 1)):
+                    ev.only_zero_one = False
+                if ev.has_masks:
+                    previous = self._masks(ev, y64, previous)
+                elif self.c.noise == "gaussian":
+                    self._noise(ev, y64)
+        if block:
+            self._merge_moments(ev, block)
+        return ev
+
+    def _merge_moments(self, ev, block):
+        part = RunningMoments.from_samples(np.stack(block))
+        ev.moments = part if ev.moments is None else ev.moments.merge(part)
+
+    # --- masks ----------------------------------------------------------------------------
+    def _init_masks(self, ev):
+        entries = _mask_entries(self.observable, self.axes)
+        ev.entry_counts = np.zeros(entries.shape, dtype=np.int64)
+        ev.entry_trials = np.zeros(entries.shape, dtype=np.int64)
+        ev.row_size = int(entries[0].size) if entries.ndim else 1
+        x = self.x64
+        # Input groups: sign × magnitude (below / above the median |x|), for "independent of
+        # the input" — an all-positive probe simply has no negative groups.
+        mag = np.abs(x)
+        big = mag > np.median(mag) if x.size else mag > 0
+        labels, groups = [], np.full(x.shape, -1)
+        for s_name, s_mask in (("x<0", x < 0), ("x>0", x > 0)):
+            for m_name, m_mask in (("small |x|", ~big), ("large |x|", big)):
+                sel = s_mask & m_mask
+                if np.any(sel):
+                    groups[sel] = len(labels)
+                    labels.append(f"{s_name}, {m_name}")
+        self.groups = groups
+        ev.group_labels = tuple(labels)
+        ev.group_kept = np.zeros(len(labels), dtype=np.int64)
+        ev.group_trials = np.zeros(len(labels), dtype=np.int64)
+        for axis in range(entries.ndim):
+            if entries.shape[axis] >= 2:
+                ev.axis_pairs[axis] = PairSums()
+
+    def _kept(self, y):
+        dropped = self.c.dropped_value(self.x64, self.p)
+        return np.abs(y - dropped) > self.tol * np.maximum(np.abs(dropped), np.abs(self.x64))
+
+    def _masks(self, ev, y, previous):
+        kept = self._kept(y) & self.observable
+        obs = self.observable
+        entries = _mask_entries(kept, self.axes)
+        entries_obs = _mask_entries(obs, self.axes)
+        if self.axes:
+            expected_pattern = np.broadcast_to(entries, kept.shape) & obs
+            ev.sharing_violations += int(np.count_nonzero(expected_pattern != kept))
+        ev.entry_counts += entries
+        ev.entry_trials += entries_obs
+        ev.kept += int(np.count_nonzero(entries))
+        ev.trials += int(np.count_nonzero(entries_obs))
+        if entries.ndim:
+            ev.row_counts.append(entries.reshape(entries.shape[0], -1).sum(axis=1))
+        np.add.at(ev.group_kept, self.groups[kept], 1)
+        np.add.at(ev.group_trials, self.groups[obs], 1)
+        for axis, sums in ev.axis_pairs.items():
+            lo = [slice(None)] * entries.ndim
+            hi = [slice(None)] * entries.ndim
+            lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+            both = entries_obs[tuple(lo)] & entries_obs[tuple(hi)]
+            sums.add(entries[tuple(lo)][both], entries[tuple(hi)][both])
+        if previous is not None:
+            both = entries_obs
+            ev.call_pairs.add(previous[both], entries[both])
+            if np.array_equal(previous, entries):
+                ev.identical_consecutive += 1
+        # kept-unit scale: y must equal the contract's kept value
+        expected = self.c.kept_value(self.x64, self.p)
+        k = kept
+        if np.any(k):
+            err = np.abs(y[k] - expected[k])
+            bound = self.tol * np.abs(expected[k]) + np.finfo(np.float64).tiny
+            bad = err > bound
+            ev.scale_checked += int(k.sum())
+            ev.scale_violations += int(bad.sum())
+            if bad.any() and ev.scale_worst is None:
+                i = int(np.argmax(err / bound))
+                ev.scale_worst = (float(self.x64[k][i]), float(y[k][i]), float(expected[k][i]))
+            if len(ev.scale_ratios) < 5:
+                ev.scale_ratios.append(float(np.median(self.c.scale_of(y[k], self.x64[k], self.p))))
+        return entries
+
+    def _noise(self, ev, y):
+        if ev.noise_sample is not None and ev.noise_sample.size >= 200_000:
+            return
+        nz = self.x64 != 0
+        r = (y[nz] / self.x64[nz]).ravel()
+        ev.noise_sample = r if ev.noise_sample is None else np.concatenate([ev.noise_sample, r])
