@@ -106,27 +106,55 @@ def _activation_grad(name, u, a):
 def gaussian_activation_mean(name, mu, var):
     """``E f(Y)`` for ``Y ~ N(μ, var)`` elementwise — the moment-matching rule.
 
-    identity: μ; ReLU: ``μ Φ(μ/s) + s φ(μ/s)`` (exact); sigmoid: ``σ(μ / sqrt(1 + π s²/8))``
-    (Wang & Manning [2]_, approximate); tanh, SELU: Gauss–Hermite quadrature (64 nodes).
-    Returns ``(mean, var)`` of ``f(Y)``, the variance by quadrature (exact for identity).
+    identity: μ; ReLU: ``μ Φ(μ/s) + s φ(μ/s)`` and SELU: closed forms (exact, see
+    :func:`_piecewise_gaussian_moments`); sigmoid: ``σ(μ / sqrt(1 + π s²/8))`` (Wang & Manning
+    [2]_, approximate); tanh: Gauss–Hermite quadrature (64 nodes, smooth integrand).
+    Returns ``(mean, var)`` of ``f(Y)``; the sigmoid's and tanh's variance by quadrature.
     """
     mu = np.asarray(mu, dtype=float)
     var = np.maximum(np.asarray(var, dtype=float), 0.0)
     if name == "identity":
         return mu, var
     s = np.sqrt(var)
+    if name in ("relu", "selu"):
+        return _piecewise_gaussian_moments(name, mu, s)
     pts = mu[..., None] + s[..., None] * _GH_NODES
     vals = activate(name, pts)
     second = vals**2 @ _GH_WEIGHTS
-    if name == "relu":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.where(s > 0, theory.relu_gaussian_mean(mu, np.where(s > 0, s, 1.0)),
-                            np.maximum(mu, 0.0))
-    elif name == "sigmoid":
+    if name == "sigmoid":
         mean = theory.fast_dropout_sigmoid_mean(mu, var)
     else:
         mean = vals @ _GH_WEIGHTS
     return mean, np.maximum(second - mean**2, 0.0)
+
+
+def _piecewise_gaussian_moments(name, mu, s):
+    """Exact mean and variance of ReLU or SELU of ``N(μ, s²)`` (quadrature misses the kink).
+
+    With ``z = μ/s``: ``E[Y; Y>0] = μΦ(z) + sφ(z)``, ``E[Y²; Y>0] = (μ² + s²)Φ(z) + μsφ(z)``,
+    ``E[e^{kY}; Y≤0] = e^{kμ + k²s²/2} Φ(−z − ks)`` (completing the square) [derived].
+    """
+    from scipy.stats import norm
+
+    tiny = s <= 0
+    s_ = np.where(tiny, 1.0, s)
+    z = mu / s_
+    cdf, pdf = norm.cdf(z), norm.pdf(z)
+    pos1 = mu * cdf + s_ * pdf
+    pos2 = (mu**2 + s_**2) * cdf + mu * s_ * pdf
+    if name == "relu":
+        mean, second = pos1, pos2
+    else:
+        lam, alp = theory.LAMBDA, theory.ALPHA
+        neg0 = norm.cdf(-z)
+        e1 = np.exp(mu + s_**2 / 2) * norm.cdf(-z - s_)
+        e2 = np.exp(2 * mu + 2 * s_**2) * norm.cdf(-z - 2 * s_)
+        mean = lam * pos1 + lam * alp * (e1 - neg0)
+        second = lam**2 * pos2 + (lam * alp) ** 2 * (e2 - 2 * e1 + neg0)
+    det = activate(name, mu)
+    mean = np.where(tiny, det, mean)
+    var = np.where(tiny, 0.0, np.maximum(second - mean**2, 0.0))
+    return mean, var
 
 
 @dataclasses.dataclass(frozen=True)
