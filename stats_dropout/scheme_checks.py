@@ -1,4 +1,4 @@
-"""Checks: one property, one statistical decision.
+"""Reference-scheme checks: hold a DropoutScheme to its contract and closed forms.
 
 This module holds the reference-scheme battery :func:`verify_scheme`, which holds a
 :class:`~stats_dropout.schemes.DropoutScheme` (or a train/eval pair claiming to implement it) to
