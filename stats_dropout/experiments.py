@@ -124,7 +124,7 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
     For each activation the gap is measured by Monte Carlo (``draws`` passes, the MLP engine),
     computed *exactly* by enumerating all ``2^n_units`` masks, and compared with its closed-form
     approximation: ReLU of a Gaussian ``μΦ(μ/s) + sφ(μ/s) − relu(μ)``, fast dropout
-    ``σ(μ/√(1 + πs²/8)) − σ(μ)`` [3]_, Gaussian quadrature for tanh/SELU, 0 for linear maps
+    ``σ(μ/√(1 + πs²/8)) − σ(μ)`` [3]_, the exact Gaussian means of SELU and (by quadrature) tanh, 0 for linear maps
     and for the softmax's normalised geometric mean [2]_ (whose arithmetic mean is what
     ``exact_gap`` shows). An ``identity`` row with ``depth=3`` (dropout before each of three
     linear layers) checks linear networks of any depth [2]_, [5]_.
@@ -189,7 +189,8 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                 approx_mean = gaussian_activation_mean(act, mu, s2)[0]
             approx_name = {"identity": "exact (linear)", "relu": "relu of a Gaussian",
                            "sigmoid": "fast dropout (Wang & Manning)",
-                           "softmax": "normalised geometric mean"}.get(act, "Gaussian quadrature")
+                           "softmax": "normalised geometric mean", "selu": "SELU of a Gaussian"}.get(
+                act, "tanh of a Gaussian (quadrature)")
             for u in range(n_out):
                 unit = TrainMoments(mean=mom.mean[u:u + 1], var=mom.var[u:u + 1], n_draws=draws, seed=mom.seed)
                 d_zero = stats.decide_mean_equal(unit, eval_out[u], false_fail_rate=alpha_row,
