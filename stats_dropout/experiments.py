@@ -392,7 +392,8 @@ def variance_shift_table(*, keep_probs=(0.5, 0.8, 0.9), seed=0, draws=100_000, i
     if not input_var > 0:
         raise ValueError(f"`input_var` must be positive; got {input_var!r}")
     settings = ("dropout", "dropout+linear")
-    n_dec = 2 * len(keep_probs) * len(input_means) * len(settings)
+    # two variance decisions and one shift interval per row share the false-fail rate
+    n_dec = 3 * len(keep_probs) * len(input_means) * len(settings)
     alpha = probability_iv(false_fail_rate, "false_fail_rate") / n_dec
     rows = []
     w = block_rng(seed, 6000).standard_normal(n_units)
