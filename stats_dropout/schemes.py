@@ -15,7 +15,11 @@ otherwise ``m = 32`` and ``t = round(keep_prob · 2^32)``, a bias below ``2^-33`
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
+import os
+import threading
 from typing import Literal
 
 import numpy as np
@@ -50,17 +54,170 @@ def keep_threshold(keep_prob):
     return int(round(keep_prob * 2.0**32)), 32, np.uint32
 
 
+# --- fast exact masks ------------------------------------------------------------------------
+# ``U < t`` for an m-bit uniform U is decided on U's top byte first: a top byte below ``t``'s
+# keeps, above it drops, and only a tie (probability 1/256) needs U's remaining m − 8 bits.
+# Same law as drawing all m bits (P(keep) = hi/2^8 + 2^-8 · lo/2^(m−8) = t/2^m, proven by
+# enumeration in tests/unit/test_masks.py), at about 8 random bits per element instead of m.
+
+#: Elements per chunk: the chunk's random bytes, mask and float64 output stay in L2 cache.
+_CHUNK = 1 << 16
+#: Outputs at least this large are computed by a thread pool while the calling thread draws.
+_PARALLEL_MIN = 1 << 19
+_local = threading.local()
+_pool_lock = threading.Lock()
+_pool = None
+
+
+def _threshold_split(threshold, bits):
+    """``(hi, lo, tie_bits)``: ``U < t`` ⇔ ``top byte < hi`` or (``top byte == hi`` and ``rest < lo``)."""
+    tie_bits = bits - 8
+    return threshold >> tie_bits, threshold & ((1 << tie_bits) - 1), tie_bits
+
+
+def _keep_first_stage(top, hi):
+    """Kept by the top byte alone, and the positions of ties that need the remaining bits."""
+    return top < hi, np.flatnonzero(top == hi)
+
+
+def _keep_tie_stage(rest, lo):
+    """Decision for tied elements from their remaining ``tie_bits`` uniform bits."""
+    return rest < lo
+
+
+def _draw_keep(rng, count, hi, lo, tie_bits):
+    """``count`` independent keep decisions with ``P(keep) = (hi · 2^tie_bits + lo) / 2^(8 + tie_bits)``."""
+    # Full-range uint64 words split into bytes: each byte is uniform and independent whatever
+    # the bit generator (unlike ``random_raw``, which is 32-bit for MT19937).
+    words = rng.integers(0, 2**64, size=-(-count // 8), dtype=np.uint64)
+    top = words.view(np.uint8)[:count]
+    if tie_bits == 0:
+        return top < hi
+    keep, ties = _keep_first_stage(top, hi)
+    if ties.size:
+        rest = rng.integers(0, 1 << tie_bits, size=ties.size, dtype=np.uint32)
+        keep[ties] = _keep_tie_stage(rest, lo)
+    return keep
+
+
+def _mask_params(keep_prob):
+    threshold, bits, _ = keep_threshold(keep_prob)
+    return _threshold_split(threshold, bits)
+
+
+def _parallel_pool():
+    """A process-wide pool of one thread per core for the arithmetic of large outputs."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, min(os.cpu_count() or 1, 8)), thread_name_prefix="stats_dropout-mask"
+            )
+        return _pool
+
+
+@contextlib.contextmanager
+def _sequential_masks():
+    """Within this thread, compute masked outputs inline (callers that already run in parallel)."""
+    previous = getattr(_local, "sequential", False)
+    _local.sequential = True
+    try:
+        yield
+    finally:
+        _local.sequential = previous
+
+
+def _chunks(rows, cols):
+    """Row-major ``(row_slice, col_slice)`` pieces of about ``_CHUNK`` elements of a (rows, cols) array."""
+    if cols >= _CHUNK:
+        for r in range(rows):
+            for c in range(0, cols, _CHUNK):
+                yield slice(r, r + 1), slice(c, min(cols, c + _CHUNK))
+    else:
+        per = max(1, _CHUNK // max(cols, 1))
+        for r in range(0, rows, per):
+            yield slice(r, min(rows, r + per)), slice(0, cols)
+
+
+def _apply_mask(out, x, keep, divisor):
+    """``out = keep · x / divisor`` computed in float64 and cast to ``out.dtype``.
+
+    A kept unit is exactly ``fl(x / keep_prob)`` (a division, not a multiplication by
+    ``1/keep_prob``), and a dropped unit is ``±0`` with the sign of ``x``; narrower dtypes are
+    rounded once from float64, as ``astype`` would. Dividing first and then multiplying by the
+    mask in place is the fast order (the second pass runs in cache, on one dtype), but it turns
+    a dropped unit whose ``x / keep_prob`` overflows into ``0 · inf = nan``; a nan maximum of
+    the chunk detects that (cheaply, in cache) and the chunk is redone in the safe order.
+    """
+    work = out if out.dtype == np.float64 else np.empty(out.shape, dtype=np.float64)
+    if divisor == 1.0:
+        np.multiply(x, keep, out=work, dtype=np.float64)
+    else:
+        np.divide(x, divisor, out=work, dtype=np.float64)
+        with np.errstate(invalid="ignore"):  # 0 · inf of this order only; redone below
+            np.multiply(work, keep, out=work)
+        if np.isnan(np.maximum.reduce(work, axis=None)):  # maximum propagates nan
+            np.multiply(x, keep, out=work, dtype=np.float64)
+            np.divide(work, divisor, out=work)
+    if work is not out:
+        np.copyto(out, work, casting="same_kind")
+
+
+def _apply_mask_pieces(out2, x1, pieces, divisor, errstate):
+    # numpy's error state is per thread: apply the caller's (np.errstate around train()).
+    with np.errstate(**errstate):
+        for rows, cols, keep in pieces:
+            _apply_mask(out2[rows, cols], x1[cols], keep, divisor)
+
+
+def _masked_full(x, keep_prob, rng, n_draws, divisor):
+    """Unshared Bernoulli dropout of ``x`` (``n_draws`` passes or one), one mask entry per element.
+
+    The calling thread draws every chunk's mask in a fixed row-major order, so the output is
+    a function of ``rng``'s state alone; for large outputs a thread pool does the arithmetic
+    of finished chunks meanwhile (numpy releases the GIL), which changes nothing in the result.
+    """
+    rows = 1 if n_draws is None else n_draws
+    out = np.empty(((rows,) if n_draws is not None else ()) + x.shape, dtype=x.dtype)
+    out2, x1 = out.reshape(rows, x.size), x.reshape(x.size)
+    hi, lo, tie_bits = _mask_params(keep_prob)
+    parallel = out.size >= _PARALLEL_MIN and not getattr(_local, "sequential", False)
+    pool = _parallel_pool() if parallel else None
+    futures, batch, batch_size, errstate = [], [], 0, np.geterr()
+    for r, c in _chunks(rows, x.size):
+        shape = (r.stop - r.start, c.stop - c.start)
+        keep = _draw_keep(rng, shape[0] * shape[1], hi, lo, tie_bits).reshape(shape)
+        if pool is None:
+            _apply_mask(out2[r, c], x1[c], keep, divisor)
+            continue
+        batch.append((r, c, keep))
+        batch_size += keep.size
+        if batch_size >= 4 * _CHUNK:  # a few chunks per task: submitting costs ~10 µs
+            futures.append(pool.submit(_apply_mask_pieces, out2, x1, batch, divisor, errstate))
+            batch, batch_size = [], 0
+    if batch:
+        _apply_mask_pieces(out2, x1, batch, divisor, errstate)
+    for future in futures:
+        future.result()
+    return out
+
+
 def bernoulli_mask(rng, shape, keep_prob):
     """Boolean mask of ``shape`` with independent ``Bernoulli(keep_prob)`` entries.
 
     Uses the integer threshold of :func:`keep_threshold`, so the keep rate is exact
-    (see the module docstring). ``keep_prob == 1`` keeps everything without drawing.
+    (see the module docstring), decided on the top byte first (see ``_draw_keep``).
+    ``keep_prob == 1`` keeps everything without drawing.
     """
     if keep_prob == 1.0:
         return np.ones(shape, dtype=bool)
-    threshold, bits, dtype = keep_threshold(keep_prob)
-    draws = rng.integers(0, 2**bits, size=shape, dtype=dtype)
-    return draws < threshold
+    hi, lo, tie_bits = _mask_params(keep_prob)
+    mask = np.empty(shape, dtype=bool)
+    flat = mask.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):  # bounded temporaries for large masks
+        stop = min(flat.size, start + _CHUNK)
+        flat[start:stop] = _draw_keep(rng, stop - start, hi, lo, tie_bits)
+    return mask
 
 
 def _resolve_shared_axes(spec, ndim, scheme_name):
@@ -228,21 +385,24 @@ class DropoutScheme:
         if keep_prob == 1.0:
             return np.broadcast_to(x, lead + x.shape).copy()
         mask_shape = lead + self.mask_shape(x.shape)
-        x64 = x.astype(np.float64, copy=False)
         if self.noise == "gaussian":
             noise = rng.standard_normal(mask_shape)
             noise *= theory.gaussian_std(keep_prob)
             noise += 1.0
-            out = x64 * noise
+            out = x.astype(np.float64, copy=False) * noise
         elif self.noise == "alpha":
             keep = bernoulli_mask(rng, mask_shape, keep_prob)
             a, b = theory.alpha_affine(keep_prob)
-            out = np.where(keep, a * x64 + b, a * theory.ALPHA_PRIME + b)
+            out = np.where(keep, a * x.astype(np.float64, copy=False) + b, a * theory.ALPHA_PRIME + b)
         else:
+            divisor = keep_prob if self.rescale == "train" else 1.0
+            if mask_shape == lead + x.shape:
+                # One mask entry per element: fused, chunked, exact (see _masked_full).
+                return _masked_full(x, keep_prob, rng, n_draws, divisor)
             keep = bernoulli_mask(rng, mask_shape, keep_prob)
-            out = np.multiply(keep, x64, dtype=np.float64)  # broadcasts over the draws
-            if self.rescale == "train":
-                out /= keep_prob  # divide, not multiply by 1/p: a kept unit is exactly fl(x / p)
+            out = np.empty(lead + x.shape, dtype=x.dtype)
+            _apply_mask(out, x, keep, divisor)  # broadcasts the shared mask
+            return out
         return out.astype(x.dtype, copy=False)
 
 
