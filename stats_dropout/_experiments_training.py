@@ -72,6 +72,16 @@ def _mc_averaging_iv(ks, n_seeds, seed, keep_prob, input_keep_prob, hidden, epoc
             probability_iv(confidence_level, "confidence_level"))
 
 
+def _first_k_from_which(ks, holds):
+    """Smallest k such that ``holds`` is true for it and every larger k (None if never)."""
+    first = None
+    for j in range(len(ks) - 1, -1, -1):
+        if not holds[j]:
+            break
+        first = ks[j]
+    return first
+
+
 def _t_ci(values, level):
     values = np.asarray(values, dtype=float)
     n = values.shape[0]
@@ -85,11 +95,11 @@ def _t_ci(values, level):
 
 
 def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_prob=0.8, hidden=128,
-                 epochs=25, confidence_level=0.95):
+                 epochs=25, confidence_level=0.95, equivalence_margin=0.01):
     """Test error of Monte-Carlo averaging over k passes vs weight scaling, on the digits.
 
-    For each of ``n_seeds`` replicates (seeds ``seed, seed+1, …``: a new split-independent
-    initialisation, minibatch order and masks) a 64-``hidden``-10 ReLU/softmax MLP is trained
+    For each of ``n_seeds`` replicates (replicate r uses seed ``10000·seed + r`` for its
+    initialisation, minibatch order and masks; the train/test split depends on ``seed`` only) a 64-``hidden``-10 ReLU/softmax MLP is trained
     with inverted dropout (``input_keep_prob`` on the pixels, ``keep_prob`` on the hidden
     layer; SGD with momentum 0.9) on 1197 of scikit-learn's bundled 8×8 digits and tested on
     the other 600. Weight scaling (for inverted dropout: the plain network) is compared with
@@ -102,24 +112,32 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
     difference ``error_mc − error_weight_scaling``. MC is *not worse* at k when the difference's
     CI reaches 0 or below (no significant excess error at ``confidence_level``);
     ``k_meets_weight_scaling`` is the smallest k from which MC stays not worse for every larger
-    k in ``ks`` (also in ``DataFrame.attrs``).
+    k in ``ks`` (also in ``DataFrame.attrs``). ``equivalent`` is the TOST decision
+    (:func:`stats_dropout.stats.decide_equivalence`, level ``1 − confidence_level``, t with
+    ``n_seeds − 1`` df) that ``|error_mc − error_weight_scaling| < equivalence_margin`` (default
+    one percentage point of test error);
+    ``k_equivalent`` in ``attrs`` is the smallest k from which it holds for every larger k.
 
     Returns
     -------
     DataFrame
         ``k, error_mc, error_mc_ci_low, error_mc_ci_high, error_weight_scaling,
         error_weight_scaling_ci_low, error_weight_scaling_ci_high, diff, diff_ci_low,
-        diff_ci_high, diff_pvalue, not_worse, k_meets_weight_scaling, n_groups, n_seeds,
+        diff_ci_high, diff_pvalue, not_worse, equivalent, equivalence_pvalue, equivalence_margin,
+        k_meets_weight_scaling, n_groups, n_seeds,
         n_test, keep_prob, input_keep_prob, seed, confidence_level``.
     """
     ks, n_seeds, seed, p, p_in, hidden, epochs, level = _mc_averaging_iv(
         ks, n_seeds, seed, keep_prob, input_keep_prob, hidden, epochs, confidence_level)
+    if not (isinstance(equivalence_margin, (int, float)) and equivalence_margin > 0):
+        raise ValueError(f"`equivalence_margin` must be a positive number; got {equivalence_margin!r}")
+    margin = float(equivalence_margin)
     X, y, X_test, y_test = load_digits_split(seed)
     k_max = ks[-1]
     err_ws = np.empty(n_seeds)
     err_mc = np.empty((n_seeds, len(ks)))
     for r in range(n_seeds):
-        s = seed + r
+        s = 10_000 * seed + r
         net = init_mlp([64, hidden, 10], ["relu", "softmax"], dropout=["inverted", "inverted"],
                        keep_prob=[p_in, p], seed=s)
         net, _ = train_mlp(net, X, y, optimizer="sgd", lr=0.05, momentum=0.9, epochs=epochs,
@@ -140,21 +158,23 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
     ws_mean, ws_lo, ws_hi, _ = _t_ci(err_ws, level)
     d_mean, d_lo, d_hi, d_p = _t_ci(err_mc - err_ws[:, None], level)
     not_worse = d_lo <= 0
-    k_meets = None
-    for j in range(len(ks) - 1, -1, -1):
-        if not not_worse[j]:
-            break
-        k_meets = ks[j]
+    diffs = err_mc - err_ws[:, None]
+    tost = [stats.decide_equivalence(float(d_mean[j]), float(diffs[:, j].std(ddof=1) / math.sqrt(n_seeds)),
+                                     margin, df=n_seeds - 1, alpha=1 - level) for j in range(len(ks))]
+    equivalent = np.array([t.equivalent for t in tost])
+    k_meets, k_equiv = _first_k_from_which(ks, not_worse), _first_k_from_which(ks, equivalent)
     out = pd.DataFrame({
         "k": ks, "error_mc": mc_mean, "error_mc_ci_low": mc_lo, "error_mc_ci_high": mc_hi,
         "error_weight_scaling": ws_mean, "error_weight_scaling_ci_low": ws_lo,
         "error_weight_scaling_ci_high": ws_hi, "diff": d_mean, "diff_ci_low": d_lo,
-        "diff_ci_high": d_hi, "diff_pvalue": d_p, "not_worse": not_worse,
+        "diff_ci_high": d_hi, "diff_pvalue": d_p, "not_worse": not_worse, "equivalent": equivalent,
+        "equivalence_pvalue": [t.pvalue for t in tost], "equivalence_margin": margin,
         "k_meets_weight_scaling": k_meets if k_meets is not None else -1,
         "n_groups": [k_max // k for k in ks], "n_seeds": n_seeds, "n_test": len(y_test),
         "keep_prob": p, "input_keep_prob": p_in, "seed": seed, "confidence_level": level,
     })
     out.attrs["k_meets_weight_scaling"] = k_meets
+    out.attrs["k_equivalent"] = k_equiv
     out.attrs["per_seed_error_weight_scaling"] = err_ws.tolist()
     return out
 

@@ -282,7 +282,9 @@ class MLP:
             else:
                 if layer.dropout is not None:
                     a = _drop_stacked(layer, a, rng)
-                u = a @ layer.weights + layer.bias
+                # one 2-D BLAS call: numpy's stacked 3-D @ 2-D matmul is ~10x slower here
+                a2 = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+                u = (a2 @ layer.weights).reshape(a.shape[:-1] + (layer.weights.shape[1],)) + layer.bias
             a = activate(layer.activation, u)
         return np.array(a)
 
