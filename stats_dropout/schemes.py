@@ -15,11 +15,7 @@ otherwise ``m = 32`` and ``t = round(keep_prob · 2^32)``, a bias below ``2^-33`
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import dataclasses
-import os
-import threading
 from typing import Literal
 
 import numpy as np
@@ -62,11 +58,6 @@ def keep_threshold(keep_prob):
 
 #: Elements per chunk: the chunk's random bytes, mask and float64 output stay in L2 cache.
 _CHUNK = 1 << 16
-#: Outputs at least this large are computed by a thread pool while the calling thread draws.
-_PARALLEL_MIN = 1 << 19
-_local = threading.local()
-_pool_lock = threading.Lock()
-_pool = None
 
 
 def _threshold_split(threshold, bits):
@@ -105,28 +96,6 @@ def _mask_params(keep_prob):
     return _threshold_split(threshold, bits)
 
 
-def _parallel_pool():
-    """A process-wide pool of one thread per core for the arithmetic of large outputs."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, min(os.cpu_count() or 1, 8)), thread_name_prefix="stats_dropout-mask"
-            )
-        return _pool
-
-
-@contextlib.contextmanager
-def _sequential_masks():
-    """Within this thread, compute masked outputs inline (callers that already run in parallel)."""
-    previous = getattr(_local, "sequential", False)
-    _local.sequential = True
-    try:
-        yield
-    finally:
-        _local.sequential = previous
-
-
 def _chunks(rows, cols):
     """Row-major ``(row_slice, col_slice)`` pieces of about ``_CHUNK`` elements of a (rows, cols) array."""
     if cols >= _CHUNK:
@@ -156,49 +125,27 @@ def _apply_mask(out, x, keep, divisor):
         np.divide(x, divisor, out=work, dtype=np.float64)
         with np.errstate(invalid="ignore"):  # 0 · inf of this order only; redone below
             np.multiply(work, keep, out=work)
-        if np.isnan(np.maximum.reduce(work, axis=None)):  # maximum propagates nan
+        if work.size and np.isnan(np.maximum.reduce(work, axis=None)):  # maximum propagates nan
             np.multiply(x, keep, out=work, dtype=np.float64)
             np.divide(work, divisor, out=work)
     if work is not out:
         np.copyto(out, work, casting="same_kind")
 
 
-def _apply_mask_pieces(out2, x1, pieces, divisor, errstate):
-    # numpy's error state is per thread: apply the caller's (np.errstate around train()).
-    with np.errstate(**errstate):
-        for rows, cols, keep in pieces:
-            _apply_mask(out2[rows, cols], x1[cols], keep, divisor)
-
-
 def _masked_full(x, keep_prob, rng, n_draws, divisor):
     """Unshared Bernoulli dropout of ``x`` (``n_draws`` passes or one), one mask entry per element.
 
-    The calling thread draws every chunk's mask in a fixed row-major order, so the output is
-    a function of ``rng``'s state alone; for large outputs a thread pool does the arithmetic
-    of finished chunks meanwhile (numpy releases the GIL), which changes nothing in the result.
+    Chunk by chunk in row-major order: draw the chunk's mask, then rescale it while it is in
+    cache; only ``x`` and the output ever travel to and from memory.
     """
     rows = 1 if n_draws is None else n_draws
     out = np.empty(((rows,) if n_draws is not None else ()) + x.shape, dtype=x.dtype)
     out2, x1 = out.reshape(rows, x.size), x.reshape(x.size)
     hi, lo, tie_bits = _mask_params(keep_prob)
-    parallel = out.size >= _PARALLEL_MIN and not getattr(_local, "sequential", False)
-    pool = _parallel_pool() if parallel else None
-    futures, batch, batch_size, errstate = [], [], 0, np.geterr()
     for r, c in _chunks(rows, x.size):
         shape = (r.stop - r.start, c.stop - c.start)
         keep = _draw_keep(rng, shape[0] * shape[1], hi, lo, tie_bits).reshape(shape)
-        if pool is None:
-            _apply_mask(out2[r, c], x1[c], keep, divisor)
-            continue
-        batch.append((r, c, keep))
-        batch_size += keep.size
-        if batch_size >= 4 * _CHUNK:  # a few chunks per task: submitting costs ~10 µs
-            futures.append(pool.submit(_apply_mask_pieces, out2, x1, batch, divisor, errstate))
-            batch, batch_size = [], 0
-    if batch:
-        _apply_mask_pieces(out2, x1, batch, divisor, errstate)
-    for future in futures:
-        future.result()
+        _apply_mask(out2[r, c], x1[c], keep, divisor)
     return out
 
 
