@@ -127,7 +127,10 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
     ``σ(μ/√(1 + πs²/8)) − σ(μ)`` [3]_, the exact Gaussian means of SELU and (by quadrature) tanh, 0 for linear maps
     and for the softmax's normalised geometric mean [2]_ (whose arithmetic mean is what
     ``exact_gap`` shows). An ``identity`` row with ``depth=3`` (dropout before each of three
-    linear layers) checks linear networks of any depth [2]_, [5]_.
+    linear layers) checks linear networks of any depth [2]_, [5]_. Rows with ``scheme =
+    "dropconnect"`` drop the weights instead (``f((M∘W)h + b)`` vs ``f(pWh + b)``) and use
+    DropConnect's moments ``μ = pWh + b``, ``s² = p(1−p)(W∘W)(h∘h)`` (Wan et al. 2013).
+    ``moment_matching_gap`` is the network's own ``predict(rule="moment_matching")`` minus eval.
 
     Parameters
     ----------
@@ -142,23 +145,30 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
     Returns
     -------
     DataFrame
-        Columns ``activation, depth, unit, keep_prob, gap, ci_low, ci_high, std_error,
+        Columns ``activation, scheme, depth, unit, keep_prob, gap, ci_low, ci_high, std_error,
         gap_zero_pvalue, gap_zero_rejected, exact_gap, vs_exact_pvalue, vs_exact_rejected,
-        approximation, approx_value, approx_error, mu, s2, min_detectable_effect, n_draws, seed,
+        approximation, approx_value, approx_error, moment_matching_gap, mu, s2, min_detectable_effect, n_draws, seed,
         confidence_level``. ``approx_error = approx_value − exact_gap``.
     """
     keep_probs, seed, draws, n_units, alpha = _inference_gap_iv(keep_probs, seed, draws, n_units,
                                                               false_fail_rate)
-    configs = [(a, 1) for a in GAP_ACTIVATIONS] + [("identity", 3)]
-    n_rows = sum(3 if a == "softmax" else 1 for a, _ in configs) * len(keep_probs)
+    configs = ([(a, 1, "inverted") for a in GAP_ACTIVATIONS] + [("identity", 3, "inverted")]
+               + [(a, 1, "dropconnect") for a in ("relu", "sigmoid")])
+    n_rows = sum(3 if a == "softmax" else 1 for a, _, _ in configs) * len(keep_probs)
     alpha_row = alpha / (2 * n_rows)
     rows = []
-    for ci, (act, depth) in enumerate(configs):
+    for ci, (act, depth, scheme) in enumerate(configs):
         n_out = 3 if act == "softmax" else 1
         h, w, b = _gap_setup(n_units, n_out, seed)
         for pi, p in enumerate(keep_probs):
-            if depth == 1:
+            if scheme == "dropconnect":
+                # train f((M∘W)h + b), eval f(pWh + b); bias re-centred so the eval μ is 1 too
+                b_dc = b + (1 - p) * h @ w
+                net = MLP((DenseLayer(w, b_dc, act, "dropconnect", p),))
+                mu, s2 = p * h @ w + b_dc, p * (1 - p) * (h**2) @ w**2  # Wan et al. 2013
+            elif depth == 1:
                 net = MLP((DenseLayer(w, b, act, "inverted", p),))
+                mu, s2 = h @ w + b, (1 - p) / p * (h**2) @ w**2
             else:
                 rng = block_rng(seed, 2000)
                 w1 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
@@ -166,19 +176,17 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                 net = MLP((DenseLayer(w1, np.zeros(n_units), "identity", "inverted", p),
                            DenseLayer(w2, np.full(n_units, 0.1), "identity", "inverted", p),
                            DenseLayer(w, b, "identity", "inverted", p)))
+                mu = s2 = np.full(n_out, np.nan)  # one-layer moments do not describe the deep net
             x = h[None, :]
             eval_out = net.predict(x)[0]
             mom = estimate_train_moments(net.bind(), x, draws=draws, seed=seed + 7919 * (ci * 100 + pi))
             mom = TrainMoments(mean=mom.mean[0], var=mom.var[0], n_draws=mom.n_draws, seed=mom.seed)
-            mu = h @ w + b
-            s2 = (1 - p) / p * (h**2) @ w**2
             if depth == 1:
                 masks, probs = enumerate_masks(n_units, p)
-                exact = probs @ activate(act, (masks * h / p) @ w + b)
+                kept = masks * h if scheme == "dropconnect" else masks * h / p
+                exact = probs @ activate(act, kept @ w + net.layers[0].bias)
             else:
                 exact = eval_out  # linear in every mask: E = forward pass of the means [2]_
-            if depth > 1:
-                mu = s2 = np.full(n_out, np.nan)  # one-layer moments do not describe the deep net
             approx_mean = {
                 "identity": eval_out,
                 "relu": theory.relu_gaussian_mean(mu, np.sqrt(s2)),
@@ -191,6 +199,7 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                            "sigmoid": "fast dropout (Wang & Manning)",
                            "softmax": "normalised geometric mean", "selu": "SELU of a Gaussian"}.get(
                 act, "tanh of a Gaussian (quadrature)")
+            moment_matching = net.predict(x, rule="moment_matching")[0]
             for u in range(n_out):
                 unit = TrainMoments(mean=mom.mean[u:u + 1], var=mom.var[u:u + 1], n_draws=draws, seed=mom.seed)
                 d_zero = stats.decide_mean_equal(unit, eval_out[u], false_fail_rate=alpha_row,
@@ -198,7 +207,7 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                 d_exact = stats.decide_mean_equal(unit, exact[u], false_fail_rate=alpha_row,
                                                   property="MC mean equals the enumerated expectation")
                 rows.append({
-                    "activation": act, "depth": depth, "unit": u, "keep_prob": p,
+                    "activation": act, "scheme": scheme, "depth": depth, "unit": u, "keep_prob": p,
                     "gap": d_zero.estimate - eval_out[u],
                     "ci_low": d_zero.ci_low - eval_out[u], "ci_high": d_zero.ci_high - eval_out[u],
                     "std_error": float(unit.std_error[0]),
@@ -208,6 +217,7 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                     "approximation": approx_name,
                     "approx_value": approx_mean[u] - eval_out[u],
                     "approx_error": approx_mean[u] - exact[u],
+                    "moment_matching_gap": moment_matching[u] - eval_out[u],
                     "mu": mu[u], "s2": s2[u],
                     "min_detectable_effect": d_zero.min_detectable_effect,
                     "n_draws": draws, "seed": seed, "confidence_level": 1 - alpha_row,

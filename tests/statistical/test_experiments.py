@@ -59,6 +59,13 @@ def test_inference_gap_nonzero_through_nonlinearities(gap, activation, sign):
     assert row.ci_low <= row.exact_gap <= row.ci_high
 
 
+def test_network_moment_matching_agrees_with_closed_forms(gap):
+    one_layer = gap[gap.depth == 1]
+    # same formulas reached two ways (theory.py vs the MLP's layer-wise propagation): rounding only
+    assert (one_layer.approx_value - one_layer.moment_matching_gap).abs().max() < 1e-12
+    assert set(gap.scheme) == {"inverted", "dropconnect"}
+
+
 def test_relu_gap_respects_jensen_and_softmax_nwgm_gap_is_zero(gap):
     relu = gap[gap.activation == "relu"]
     assert (relu.exact_gap >= 0).all() and (relu.approx_value >= 0).all()  # Jensen: E relu ≥ relu E
