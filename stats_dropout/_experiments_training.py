@@ -25,10 +25,9 @@ from scipy import stats as sps
 
 from . import stats, theory
 from ._rng import block_rng
-from ._validation import choice_iv, keep_prob_iv, positive_int_iv, probability_iv, seed_iv
+from ._validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from .montecarlo import RunningMoments, estimate_statistic_moments
 from .networks import init_mlp, to_inverted, train_mlp
-from .results import TrainMoments
 from .schemes import get_scheme
 
 __all__ = ["mc_averaging", "training_equivalence", "regression_dropout", "load_digits_split"]
@@ -67,7 +66,8 @@ def _mc_averaging_iv(ks, n_seeds, seed, keep_prob, input_keep_prob, hidden, epoc
     n_seeds = positive_int_iv(n_seeds, "n_seeds")
     if n_seeds < 2:
         raise ValueError(f"`n_seeds` must be at least 2 (a CI across seeds); got {n_seeds}")
-    return (ks, n_seeds, seed_iv(seed), keep_prob_iv(keep_prob), keep_prob_iv(input_keep_prob, "input_keep_prob"),
+    return (ks, n_seeds, seed_iv(seed), keep_prob_iv(keep_prob),
+            keep_prob_iv(input_keep_prob, "input_keep_prob"),
             positive_int_iv(hidden, "hidden"), positive_int_iv(epochs, "epochs"),
             probability_iv(confidence_level, "confidence_level"))
 
@@ -99,7 +99,8 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
     """Test error of Monte-Carlo averaging over k passes vs weight scaling, on the digits.
 
     For each of ``n_seeds`` replicates (replicate r uses seed ``10000·seed + r`` for its
-    initialisation, minibatch order and masks; the train/test split depends on ``seed`` only) a 64-``hidden``-10 ReLU/softmax MLP is trained
+    initialisation, minibatch order and masks; the train/test split depends on ``seed`` only)
+    a 64-``hidden``-10 ReLU/softmax MLP is trained
     with inverted dropout (``input_keep_prob`` on the pixels, ``keep_prob`` on the hidden
     layer; SGD with momentum 0.9) on 1197 of scikit-learn's bundled 8×8 digits and tested on
     the other 600. Weight scaling (for inverted dropout: the plain network) is compared with
@@ -282,7 +283,8 @@ def regression_dropout(*, keep_probs=(0.5, 0.8), seed=0, draws=20_000, n_seeds=2
 
     ``expected_loss``
         MC mean over ``draws`` input masks ``R`` of ``‖y − (R∘X)w‖²`` (standard dropout, at
-        ``w = w_LS``) vs ``‖y − pXw‖² + p(1−p)‖Γw‖²`` (``theory.linear_regression_dropout_loss``).
+        ``w = w_LS``) vs ``‖y − pXw‖² + p(1−p)‖Γw‖²``
+        (``theory.linear_regression_dropout_loss``).
     ``weights_vs_adaptive_ridge`` / ``weights_vs_least_squares``
         Full-batch dropout SGD (a fresh mask per step, lr ``1/λ_max`` of the expected Hessian,
         burn-in until the initial error has shrunk by ``e^-30``, then Polyak averaging [3]_)

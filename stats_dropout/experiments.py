@@ -104,7 +104,8 @@ def _inference_gap_iv(keep_probs, seed, draws, n_units, false_fail_rate):
         raise ValueError(f"`draws` must be at least 2; got {draws}")
     n_units = positive_int_iv(n_units, "n_units")
     if n_units > 12:
-        raise ValueError(f"`n_units` must be at most 12 (exact enumeration of 2^n_units masks); got {n_units}")
+        raise ValueError(
+            f"`n_units` must be at most 12 (exact enumeration of 2^n_units masks); got {n_units}")
     return keep_probs, seed, draws, n_units, probability_iv(false_fail_rate, "false_fail_rate")
 
 
@@ -124,7 +125,8 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
     For each activation the gap is measured by Monte Carlo (``draws`` passes, the MLP engine),
     computed *exactly* by enumerating all ``2^n_units`` masks, and compared with its closed-form
     approximation: ReLU of a Gaussian ``μΦ(μ/s) + sφ(μ/s) − relu(μ)``, fast dropout
-    ``σ(μ/√(1 + πs²/8)) − σ(μ)`` [3]_, the exact Gaussian means of SELU and (by quadrature) tanh, 0 for linear maps
+    ``σ(μ/√(1 + πs²/8)) − σ(μ)`` [3]_, the exact Gaussian means of SELU and (by quadrature)
+    tanh, 0 for linear maps
     and for the softmax's normalised geometric mean [2]_ (whose arithmetic mean is what
     ``exact_gap`` shows). An ``identity`` row with ``depth=3`` (dropout before each of three
     linear layers) checks linear networks of any depth [2]_, [5]_. Rows with ``scheme =
@@ -147,7 +149,8 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
     DataFrame
         Columns ``activation, scheme, depth, unit, keep_prob, gap, ci_low, ci_high, std_error,
         gap_zero_pvalue, gap_zero_rejected, exact_gap, vs_exact_pvalue, vs_exact_rejected,
-        approximation, approx_value, approx_error, moment_matching_gap, mu, s2, min_detectable_effect, n_draws, seed,
+        approximation, approx_value, approx_error, moment_matching_gap, mu, s2,
+        min_detectable_effect, n_draws, seed,
         confidence_level``. ``approx_error = approx_value − exact_gap``.
     """
     keep_probs, seed, draws, n_units, alpha = _inference_gap_iv(keep_probs, seed, draws, n_units,
@@ -201,7 +204,8 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                 act, "tanh of a Gaussian (quadrature)")
             moment_matching = net.predict(x, rule="moment_matching")[0]
             for u in range(n_out):
-                unit = TrainMoments(mean=mom.mean[u:u + 1], var=mom.var[u:u + 1], n_draws=draws, seed=mom.seed)
+                unit = TrainMoments(mean=mom.mean[u:u + 1], var=mom.var[u:u + 1], n_draws=draws,
+                                    seed=mom.seed)
                 d_zero = stats.decide_mean_equal(unit, eval_out[u], false_fail_rate=alpha_row,
                                                  property="E[train output] equals eval output")
                 d_exact = stats.decide_mean_equal(unit, exact[u], false_fail_rate=alpha_row,
@@ -452,7 +456,7 @@ def _norm_statistic(samples):
 
 def norm_table(*, keep_probs=(0.5, 0.8), seed=0, draws=100_000, random_shapes=((3, 4), (20, 30)),
                false_fail_rate=1e-6):
-    """``E‖D∘A/p‖²`` vs ``‖A‖²/p`` and ``E‖D∘A/p‖`` vs ``‖A‖``, with and without the rescale.
+    """``E‖D∘A/p‖²`` vs ``‖A‖²/p`` and ``E‖D∘A/p‖`` vs ``‖A‖``, with and without rescale.
 
     Matrices: the forum thread's ``np.random.seed(42); np.random.randn(3, 4)`` (:func:`thread_matrix`,
     ‖A‖ = 2.672810732482017) and standard-normal matrices of ``random_shapes``. ``‖·‖`` is the

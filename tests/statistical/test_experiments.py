@@ -25,7 +25,6 @@ from stats_dropout import experiments as ex
 from stats_dropout import networks as nw
 from stats_dropout import stats, theory
 from stats_dropout.montecarlo import estimate_statistic_moments, estimate_train_moments
-from stats_dropout.results import TrainMoments
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +137,8 @@ def test_dropconnect_moments_match_wan_et_al():
 @pytest.mark.parametrize("scheme", ["inverted", "standard", "gaussian", "batch_shared", "drop_path"])
 def test_linear_mlp_train_mean_equals_weight_scaling_for_every_scheme(scheme):
     # 5 schemes share 1e-7
-    net = nw.init_mlp([4, 5, 2], ["identity", "identity"], dropout=[scheme, scheme], keep_prob=[0.6, 0.8], seed=4)
+    net = nw.init_mlp([4, 5, 2], ["identity", "identity"], dropout=[scheme, scheme],
+                      keep_prob=[0.6, 0.8], seed=4)
     x = np.random.default_rng(5).standard_normal((3, 4))
     est = estimate_train_moments(net.bind(), x, draws=50_000, seed=6)
     d = stats.decide_mean_equal(est, net.predict(x), false_fail_rate=2e-8)

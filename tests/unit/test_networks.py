@@ -14,6 +14,9 @@ from stats_dropout import networks as nw
 from stats_dropout import theory
 
 
+ONES23, ONES3, X25, Y2 = np.ones((2, 3)), np.ones(3), np.ones((2, 5)), [0, 1]
+
+
 def _net(dropout=("inverted", "inverted"), keep=(0.8, 0.5), acts=("relu", "softmax"), seed=0):
     return nw.init_mlp([5, 7, 3], list(acts), dropout=list(dropout), keep_prob=list(keep), seed=seed)
 
@@ -23,7 +26,8 @@ def test_activations_values():
     u = np.array([-2.0, 0.0, 1.5])
     assert np.array_equal(nw.activate("relu", u), [0.0, 0.0, 1.5])
     np.testing.assert_allclose(nw.activate("selu", u)[[0, 2]],
-                               [theory.LAMBDA * theory.ALPHA * np.expm1(-2.0), theory.LAMBDA * 1.5], rtol=1e-15)
+                               [theory.LAMBDA * theory.ALPHA * np.expm1(-2.0), theory.LAMBDA * 1.5],
+                               rtol=1e-15)
     # softmax rows sum to one to rounding
     assert abs(nw.activate("softmax", u).sum() - 1) < 1e-15
     with pytest.raises(ValueError, match="`activation` must be one of"):
@@ -208,21 +212,22 @@ def test_experiments_are_deterministic():
 # --- input validation -------------------------------------------------------------------------
 @pytest.mark.parametrize("call,exc,message", [
     (lambda: nw.DenseLayer(np.ones((2, 3)), np.ones(2)), ValueError, "`weights` must be"),
-    (lambda: nw.DenseLayer(np.ones((2, 3)), np.ones(3), "gelu"), ValueError, "`activation` must be one of"),
-    (lambda: nw.DenseLayer(np.ones((2, 3)), np.ones(3), dropout="nope"), ValueError, "`dropout` must be one of"),
-    (lambda: nw.DenseLayer(np.ones((2, 3)), np.ones(3), keep_prob=1.5), ValueError, r"`keep_prob` must be in \(0, 1\]; got 1.5"),
+    (lambda: nw.DenseLayer(ONES23, ONES3, "gelu"), ValueError, "`activation` must be one of"),
+    (lambda: nw.DenseLayer(ONES23, ONES3, dropout="nope"), ValueError, "`dropout` must be one of"),
+    (lambda: nw.DenseLayer(ONES23, ONES3, keep_prob=1.5), ValueError,
+     r"`keep_prob` must be in \(0, 1\]; got 1.5"),
     (lambda: nw.MLP(()), TypeError, "`layers` must be"),
     (lambda: nw.init_mlp([2, 3], ["relu", "relu"]), ValueError, "`activations` must have 1"),
     (lambda: nw.init_mlp([2, 3], ["relu"], scale="x"), ValueError, "`scale` must be one of"),
     (lambda: _net().predict(np.ones((2, 4))), ValueError, r"`x` must have shape \(batch, 5\)"),
     (lambda: _net().predict(np.ones((2, 5)), rule="bayes"), ValueError, "`rule` must be one of"),
-    (lambda: _net().sample_train(np.ones((2, 5)), 0), ValueError, "`n_draws` must be a positive integer; got 0"),
-    (lambda: nw.train_mlp("net", np.ones((2, 5)), [0, 1]), TypeError, "`net` must be an MLP"),
-    (lambda: nw.train_mlp(_net(), np.ones((2, 5)), [0, 1], optimizer="rmsprop"), ValueError, "`optimizer` must be one of"),
-    (lambda: nw.train_mlp(_net(), np.ones((2, 5)), [0, 1], lr=-1.0), ValueError, "`lr` must be a positive number; got -1.0"),
-    (lambda: nw.train_mlp(_net(), np.ones((2, 5)), [0, 1], loss="mse"), ValueError, "`loss`='mse' needs"),
-    (lambda: nw.train_mlp(_net(dropout=("alpha", None)), np.ones((2, 5)), [0, 1]), ValueError, "multiplicative"),
-    (lambda: nw.train_mlp(_net(), np.ones((2, 5)), [0, 1], weight_lr_scale=[1.0]), ValueError, "`weight_lr_scale` must have"),
+    (lambda: _net().sample_train(X25, 0), ValueError, "`n_draws` must be a positive integer; got 0"),
+    (lambda: nw.train_mlp("net", X25, Y2), TypeError, "`net` must be an MLP"),
+    (lambda: nw.train_mlp(_net(), X25, Y2, optimizer="rmsprop"), ValueError, "`optimizer` must be one of"),
+    (lambda: nw.train_mlp(_net(), X25, Y2, lr=-1.0), ValueError, "`lr` must be a positive number; got -1.0"),
+    (lambda: nw.train_mlp(_net(), X25, Y2, loss="mse"), ValueError, "`loss`='mse' needs"),
+    (lambda: nw.train_mlp(_net(dropout=("alpha", None)), X25, Y2), ValueError, "multiplicative"),
+    (lambda: nw.train_mlp(_net(), X25, Y2, weight_lr_scale=[1.0]), ValueError, "`weight_lr_scale` must have"),
     (lambda: ex.inference_gap((0.5, 0.0)), ValueError, r"`keep_probs` must be in \(0, 1\]; got 0.0"),
     (lambda: ex.inference_gap(n_units=13), ValueError, "`n_units` must be at most 12"),
     (lambda: ex.inference_gap(draws=1), ValueError, "`draws` must be at least 2"),
@@ -230,7 +235,8 @@ def test_experiments_are_deterministic():
     (lambda: ex.softmax_geometric_mean_check(13), ValueError, "`n_units` must be at most 12"),
     (lambda: ex.softmax_geometric_mean_check(keep_prob="a"), TypeError, "`keep_prob` must be a real number"),
     (lambda: ex.nwgm_table(n_units=0), ValueError, "`n_units` must be a positive integer; got 0"),
-    (lambda: ex.gaussian_approximation_table(false_fail_rate=2.0), ValueError, r"`false_fail_rate` must be in \(0, 1\)"),
+    (lambda: ex.gaussian_approximation_table(false_fail_rate=2.0), ValueError,
+     r"`false_fail_rate` must be in \(0, 1\)"),
     (lambda: ex.mc_averaging(n_seeds=1), ValueError, "`n_seeds` must be at least 2"),
     (lambda: ex.mc_averaging(ks=()), ValueError, "`ks` must be a non-empty sequence"),
     (lambda: ex.mc_averaging(keep_prob=2), ValueError, r"`keep_prob` must be in \(0, 1\]; got 2"),
