@@ -63,7 +63,7 @@ LEVEL = 0.99
 #: TOST level: probability of declaring "equal within ε" when the difference is ε.
 TOST_ALPHA = 0.01
 #: Probability that TOST declares a truly equal quantity equivalent (sizes the runs).
-POWER = 0.99
+POWER = 0.999
 #: Floating-point dead band for exact identities (relative).
 _EXACT_RTOL = 64 * np.finfo(np.float64).eps
 

@@ -33,7 +33,7 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = _SVG_HASHSALT
-    plt.rcParams["svg.fonttype"] = "path"  # glyphs as paths: identical rendering everywhere
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: small files, selectable in browsers
     return plt
 
 

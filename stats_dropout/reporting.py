@@ -765,7 +765,7 @@ leaves the others unchanged. Monte-Carlo draws come in blocks with their own
 scheme equivalent within ±{sweep['tost_margin']:g} (relative) with probability 0.999, computed
 from the exact variance of the statistic, at least 2000 and at most
 {'200000' if options['draws'] is None else options['draws']}. Claims: sizes computed the same
-way at a 99 % level (TOST level 0.01, power 0.99){'' if options['draws'] is None else f", capped at {options['draws']}"}.</li>
+way at a 99 % level (TOST level 0.01, power 0.999){'' if options['draws'] is None else f", capped at {options['draws']}"}.</li>
 <li><b>Error rates.</b> Sweep intervals are 95 % per cell (so about one correct cell in twenty
 has an interval missing 0 by chance; the TOST verdict is the decision). Ledger intervals are
 99 %; "differs" means the 99 % interval excludes the value; "equal within ε" is a TOST at level
