@@ -207,7 +207,8 @@ def training_equivalence(*, keep_probs=(0.5, 0.8), seed=0, epochs=5, lr_sgd=0.05
     A 20-32-3 ReLU/softmax MLP with standard dropout on its input and hidden layer is trained
     on seeded Gaussian blobs (256 examples, batches of 32). Its inverted twin starts at
     ``W' = pW`` (:func:`~stats_dropout.networks.to_inverted`) and draws the same masks. With the
-    mapping of §3 — SGD: lr ``p²η`` on the consuming weights; Adam [2]_: lr ``pη`` and
+    mapping of §3 — SGD with or without momentum (0.9, unchanged): lr ``p²η`` on the consuming
+    weights; Adam [2]_: lr ``pη`` and
     ``ε/p`` on them; biases unchanged — the two runs are the same model: ``W'_t = p W_t`` at
     every step (``max_abs_deviation`` compares ``W'_t/p`` with ``W_t`` and the biases) and equal
     eval predictions (``prediction_max_abs_deviation``), up to rounding. ``lr_mapping="same"``
@@ -228,15 +229,17 @@ def training_equivalence(*, keep_probs=(0.5, 0.8), seed=0, epochs=5, lr_sgd=0.05
     epochs = positive_int_iv(epochs, "epochs")
     X, y = _blobs(seed)
     rows = []
-    for opt, p in ((o, p) for o in ("sgd", "adam") for p in keep_probs):
-        lr = lr_sgd if opt == "sgd" else lr_adam
+    for opt, p in ((o, p) for o in ("sgd", "sgd+momentum", "adam") for p in keep_probs):
+        sgd = opt != "adam"
+        lr = lr_sgd if sgd else lr_adam
         net_std = init_mlp([20, 32, 3], ["relu", "softmax"], dropout=["standard", "standard"],
                            keep_prob=[p, p], seed=seed)
         net_inv = to_inverted(net_std)
-        common = dict(optimizer=opt, lr=lr, epochs=epochs, batch_size=32, eps=eps, seed=seed, record_every=1)
+        common = dict(optimizer="sgd" if sgd else "adam", momentum=0.9 if opt == "sgd+momentum" else 0.0,
+                      lr=lr, epochs=epochs, batch_size=32, eps=eps, seed=seed, record_every=1)
         trained_std, hist_std = train_mlp(net_std, X, y, **common)
-        lr_scale = [p**2 if opt == "sgd" else p for _ in net_std.layers]
-        eps_scale = [1.0 if opt == "sgd" else 1.0 / p for _ in net_std.layers]
+        lr_scale = [p**2 if sgd else p for _ in net_std.layers]
+        eps_scale = [1.0 if sgd else 1.0 / p for _ in net_std.layers]
         for mapping in ("mapped", "same"):
             kw = dict(weight_lr_scale=lr_scale, weight_eps_scale=eps_scale) if mapping == "mapped" else {}
             trained_inv, hist_inv = train_mlp(net_inv, X, y, **common, **kw)
