@@ -62,7 +62,7 @@ def plot_bias(summary, *, margin=None):
     left.axhline(0, color="k", lw=0.6)
     left.set(xlabel="keep_prob", ylabel="relative bias of E[train] vs eval",
              title="Schemes with a mean contract: unbiased")
-    left.legend(fontsize=7, ncol=2)
+    left.legend(fontsize=6, ncol=4, loc="lower center")
     others = summary[~mean_contract]
     for name, g in others.groupby("scheme", sort=False):
         g = g.sort_values("keep_prob")

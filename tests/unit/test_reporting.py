@@ -226,3 +226,21 @@ def test_claims_command(tmp_path, monkeypatch, capsys):
 def test_schemes_command_still_works(capsys):
     assert main(["schemes", "--schemes", "inverted", "--keep-probs", "0.5", "--relative-error", "0.2"]) == 0
     assert "inverted" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_default_report_end_to_end(tmp_path):
+    """The README's command with its defaults (about a minute on two cores)."""
+    import time
+
+    started = time.perf_counter()
+    assert main(["report", "--out", str(tmp_path / "reports")]) == 0
+    elapsed = time.perf_counter() - started
+    out = tmp_path / "reports"
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == len(reporting.REPORT_KEEP_PROBS) * (len(reporting.SCHEMES) + len(reporting.CONTRASTS))
+    # Every scheme with a mean contract is declared unbiased within the margin at every
+    # keep_prob (power 0.999 per cell: a chance miss has probability ≤ 160 × 0.001 overall).
+    mean_contract = summary[summary["contract"].eq("mean") & ~summary["scheme"].eq("no_rescale")]
+    assert mean_contract["equivalent"].all()
+    assert elapsed < 240  # README promises about two minutes; generous for a loaded machine
