@@ -7,6 +7,7 @@ is random beyond seeded Generators, so nothing here can fail by chance.
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 from scipy import integrate, special, stats as sps
 
 from stats_dropout import experiments as ex
@@ -250,3 +251,32 @@ def test_experiments_are_deterministic():
 def test_input_validation(call, exc, message):
     with pytest.raises(exc, match=message):
         call()
+
+
+# --- properties ---------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(keep_prob=st.floats(0.05, 1.0), seed=st.integers(0, 2**16), depth=st.integers(1, 3))
+def test_property_linear_nets_and_standard_inverted_twins(keep_prob, seed, depth):
+    sizes = [3] + [4] * depth
+    net = nw.init_mlp(sizes, ["identity"] * depth, dropout=["standard"] * depth, keep_prob=keep_prob,
+                      seed=seed)
+    x = np.random.default_rng(seed).standard_normal((2, 3))
+    ws = net.predict(x)
+    scale = 1 + np.abs(ws).max()
+    # linearity: moment matching is the forward pass of the means (rounding ~1e-15 · scale)
+    np.testing.assert_allclose(net.predict(x, rule="moment_matching"), ws, rtol=0, atol=1e-12 * scale)
+    twin = nw.to_inverted(net)
+    np.testing.assert_allclose(twin.predict(x), ws, rtol=0, atol=1e-12 * scale)
+    a, b = net.sample_train(x, 3, seed), twin.sample_train(x, 3, seed)
+    # same masks; W'(r∘a)/p vs W(r∘a) differ by rounding of p·W and 1/p, amplified by at most 1/p
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * (1 + np.abs(a).max()) / keep_prob)
+
+
+def test_train_mlp_does_not_modify_its_inputs():
+    net = _net()
+    w0 = [l.weights.copy() for l in net.layers]
+    X = np.random.default_rng(0).standard_normal((10, 5))
+    X0 = X.copy()
+    y = np.arange(10) % 3
+    nw.train_mlp(net, X, y, epochs=2, batch_size=4)
+    assert np.array_equal(X, X0) and all(np.array_equal(a, l.weights) for a, l in zip(w0, net.layers))
