@@ -13,6 +13,9 @@ False-fail budget for this file: 1e-6 in total, split across the tables below (e
     ----------------------------------
     total                         9e-7  ≤ 1e-6
 
+(The digits single-pass test only asserts a rejection — a power statement — and the MC-averaging
+table test checks logic, so neither spends false-fail budget.)
+
 Assertions that an effect *is* detected are power statements; each states why a miss has
 negligible probability (the effect is at least twice the minimum detectable effect at a
 false-pass rate of 1e-3, so the miss probability is below Φ(−(z_α + 2 z_β)) < 1e-12).
@@ -156,3 +159,22 @@ def test_mc_averaging_table_structure_and_consistency():
         assert df[df.k >= k].not_worse.all()
         earlier = df[df.k < k]
         assert earlier.empty or not earlier.not_worse.iloc[-1]
+
+
+def test_single_thinned_network_is_worse_than_weight_scaling_on_digits():
+    # Within one trained network: per-pass test error of single stochastic passes (iid given
+    # the network) vs the weight-scaled error (a constant given the network). A power
+    # statement: asserted only together with an effect above twice the detectable effect.
+    from stats_dropout._experiments_training import load_digits_split
+    from stats_dropout.montecarlo import RunningMoments
+
+    X, y, X_test, y_test = load_digits_split(0)
+    net = nw.init_mlp([64, 64, 10], ["relu", "softmax"], dropout=["inverted", "inverted"],
+                      keep_prob=[0.8, 0.5], seed=0)
+    net, _ = nw.train_mlp(net, X, y, lr=0.05, momentum=0.9, epochs=8, seed=0)
+    err_ws = float(np.mean(net.predict(X_test).argmax(axis=1) != y_test))
+    probs = net.sample_train(X_test, 500, np.random.default_rng(1))
+    per_pass = np.mean(probs.argmax(axis=2) != y_test, axis=1)[:, None]
+    d = stats.decide_mean_equal(RunningMoments.from_samples(per_pass).to_result(1), err_ws,
+                                false_fail_rate=1e-7)
+    assert d.rejected and d.estimate - err_ws > 2 * d.min_detectable_effect
