@@ -19,10 +19,15 @@ from .cli import UsageError
 
 __all__ = ["run", "load_target"]
 
-#: Probe for the course convention: few features, many examples. The course network's
+#: Probe for the course convention: two features, many examples. The course network's
 #: matrix products cost O(features² × examples) per call, so the battery's default
-#: (256, 1024) probe would spend ~0.2 s a call in BLAS instead of in the dropout.
-COURSE_PROBE_SHAPE = (8192, 8)
+#: (256, 1024) probe spends ~0.2 s a call in BLAS instead of in the dropout; and thin products
+#: with a few more features already cross OpenBLAS's threading threshold, which on a busy
+#: machine made a call 5x slower (measured: (32768, 2) 3 s per battery, (16384, 4) 21 s).
+COURSE_PROBE_SHAPE = (32768, 2)
+
+#: Hidden layers of the course network that get a battery each.
+COURSE_LAYERS = (1, 2)
 
 #: Backward functions looked up next to the forward function, per convention.
 BACKWARD_NAMES = {"course": "backward_propagation_with_dropout", "cs231n": "dropout_backward"}
@@ -143,6 +148,8 @@ def _probe(shape, seed):
 def _verify_kwargs(verify_dropout, **kwargs):
     """Drop keyword arguments this version of the battery does not take."""
     params = inspect.signature(verify_dropout).parameters
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
     return {k: v for k, v in kwargs.items() if k in params}
 
 
@@ -162,7 +169,7 @@ def _batteries(args, module, func, convention):
             raise UsageError("--eval does not apply to the course convention (its eval path is the "
                              "network without dropout); omit it")
         out = []
-        for layer in (1, 2):
+        for layer in COURSE_LAYERS:
             backward = (adapters.course_backward(func, backward_func, layer=layer)
                         if backward_func is not None else None)
             out.append((f"layer {layer} (A{layer} after dropout, read from the cache)",
@@ -198,6 +205,33 @@ def _restored_sys_path():
         sys.path[:] = saved
 
 
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Limit BLAS to one thread while the battery runs, if threadpoolctl is installed.
+
+    The implementations under test make thousands of small matrix products (the course
+    network); threads only add synchronisation to them, and on a loaded machine a lot of it.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_prob, seed):
+    kwargs = _verify_kwargs(verify_dropout, keep_prob=keep_prob, contract=args.contract, seed=seed,
+                            backward=backward, **extra)
+    try:
+        return verify_dropout(train, evaluate, **kwargs)
+    except (TypeError, ValueError) as exc:
+        # Raised by the battery's argument validation (a user's implementation that raises is
+        # a failed check, not an exception): a usage error.
+        raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
 def run(args):
     """Handle ``stats-dropout verify``; return the exit code (0 pass, 1 fail)."""
     from ._validation import seed_iv
@@ -219,15 +253,11 @@ def run(args):
               + (" (detected)" if args.convention == "auto" else "")
               + f", contract {args.contract}, keep_prob {keep_prob}, seed {seed}")
         failed = False
-        for title, train, evaluate, backward, extra in batteries:
-            kwargs = _verify_kwargs(verify_dropout, keep_prob=keep_prob, contract=args.contract, seed=seed,
-                                    backward=backward, **extra)
-            try:
-                result = verify_dropout(train, evaluate, **kwargs)
-            except (TypeError, ValueError) as exc:
-                raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-            if title:
-                print(f"\n== {title} ==")
-            print(result)
-            failed = failed or not result.passed
+        with _single_threaded_blas():
+            for title, train, evaluate, backward, extra in batteries:
+                result = _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_prob, seed)
+                if title:
+                    print(f"\n== {title} ==")
+                print(result, flush=True)
+                failed = failed or not result.passed
     return 1 if failed else 0

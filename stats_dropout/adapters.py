@@ -324,7 +324,7 @@ def _course_parameters(X, layer):
     if layer == 1:
         W2, b2 = np.eye(2 * n, dtype=dtype), zeros_bias
     else:
-        W2, b2 = np.zeros((2 * n, 2 * n), dtype=dtype), (split @ X).astype(dtype, copy=False)
+        W2, b2 = np.zeros((2 * n, 2 * n), dtype=dtype), np.concatenate([X, -X]).astype(dtype, copy=False)
     return {
         "W1": split, "b1": zeros_bias.copy(),
         "W2": W2, "b2": b2,
