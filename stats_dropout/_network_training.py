@@ -19,7 +19,6 @@ import numpy as np
 
 from ._rng import block_rng
 from ._validation import choice_iv, positive_int_iv, seed_iv
-from .networks import _MULTIPLICATIVE, MLP, _activation_grad, activate
 
 __all__ = ["TrainingHistory", "train_mlp"]
 
@@ -48,6 +47,8 @@ def _loss_and_delta(out, y, loss):
 
 def _train_mlp_iv(net, X, y, loss, optimizer, lr, epochs, batch_size, seed, weight_lr_scale,
                   weight_eps_scale):
+    from .networks import _MULTIPLICATIVE, MLP  # networks re-exports this module: import late
+
     if not isinstance(net, MLP):
         raise TypeError(f"`net` must be an MLP; got {net!r}")
     X = net._x_iv(X)
@@ -106,6 +107,8 @@ def train_mlp(net, X, y, *, loss="cross_entropy", optimizer="sgd", lr=0.1, epoch
     (MLP, TrainingHistory)
         The trained network (the input is not modified) and the history.
     """
+    from .networks import MLP, _activation_grad, activate  # see _train_mlp_iv
+
     X, y, epochs, batch_size, seed = _train_mlp_iv(net, X, y, loss, optimizer, lr, epochs, batch_size,
                                                    seed, weight_lr_scale, weight_eps_scale)
     n_layers = len(net.layers)
