@@ -15,16 +15,25 @@ References
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
+import itertools
 
 import numpy as np
 
 from ._rng import block_rng, seeded_global_rngs
-from ._validation import float_array_iv, positive_int_iv, seed_iv
+from ._validation import choice_iv, float_array_iv, keep_prob_iv, positive_int_iv, seed_iv
 from .results import TrainMoments
+from .schemes import BoundScheme, _mask_chunks, keep_threshold
 
-__all__ = ["estimate_train_moments", "estimate_statistic_moments", "block_draws", "RunningMoments"]
+__all__ = [
+    "estimate_train_moments",
+    "estimate_statistic_moments",
+    "estimate_masked_matmul_moments",
+    "block_draws",
+    "RunningMoments",
+]
 
 #: Elements (draws × input size) per block: 2^20 float64 values = 8 MiB per sample array.
 BLOCK_ELEMENTS = 1 << 20
@@ -51,6 +60,20 @@ class RunningMoments:
         m2 = ((samples - mean) ** 2).sum(axis=0)
         return cls(samples.shape[0], mean, m2)
 
+    @classmethod
+    def _from_owned_samples(cls, samples):
+        """:meth:`from_samples` for a fresh array nobody else holds: the deviations overwrite it.
+
+        Same operations in the same order, hence the same bits, without two block-sized
+        temporaries (the difference and its square).
+        """
+        if samples.dtype != np.float64:
+            samples = samples.astype(np.float64)  # a copy, ours too
+        mean = samples.mean(axis=0)
+        np.subtract(samples, mean, out=samples)
+        np.square(samples, out=samples)
+        return cls(samples.shape[0], mean, samples.sum(axis=0))
+
     def merge(self, other):
         """Chan's update: ``M2 = M2_a + M2_b + δ² n_a n_b / n`` with ``δ = mean_b − mean_a``."""
         n = self.n + other.n
@@ -76,46 +99,77 @@ def _check_output(y, x, draw):
 
 
 def _blocks(draws, per_block):
-    """``(index, size)`` of each block."""
+    """``(index, size)`` of each block, lazily (a long run does not hold a list of them)."""
     full, rest = divmod(draws, per_block)
-    sizes = [per_block] * full + ([rest] if rest else [])
-    return list(enumerate(sizes))
+    sizes = itertools.chain(itertools.repeat(per_block, full), [rest] if rest else [])
+    return enumerate(sizes)
 
 
-def _moments_vectorised(train, x, statistic, draws, seed, workers):
-    def one_block(block):
-        index, size = block
-        samples = train.sample_train(x, size, rng=block_rng(seed, index))
-        return RunningMoments.from_samples(statistic(samples))
-
-    blocks = _blocks(draws, block_draws(x.size))
-    if workers == 1:
-        parts = map(one_block, blocks)
-    else:
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-        with pool:
-            parts = list(pool.map(one_block, blocks))  # pool.map keeps block order
+def _merge_in_order(parts):
+    """Chan-merge block moments in block order: the same sequence of merges, the same bits."""
     total = None
     for part in parts:
         total = part if total is None else total.merge(part)
     return total
 
 
+def _ordered_map(fn, items, workers):
+    """``map(fn, items)`` on ``workers`` threads, yielded in order, at most ``2·workers`` in flight.
+
+    ``Executor.map`` would submit every block at once and keep every result until the
+    slowest earlier one is merged; the bounded window keeps memory flat in the number of
+    draws while both cores stay busy (numpy releases the GIL in the block's arithmetic).
+    """
+    items = iter(items)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        window = collections.deque(pool.submit(fn, item) for item in itertools.islice(items, 2 * workers))
+        while window:
+            result = window.popleft().result()
+            for item in itertools.islice(items, 1):
+                window.append(pool.submit(fn, item))
+            yield result
+
+
+def _moments_vectorised(train, x, statistic, draws, seed, workers):
+    # Our own schemes return fresh output arrays, so the identity statistic's moments can be
+    # computed in place; a user's sample_train might hand back an array it keeps.
+    owned = statistic is _identity and isinstance(train, BoundScheme)
+
+    def one_block(block):
+        index, size = block
+        values = statistic(train.sample_train(x, size, rng=block_rng(seed, index)))
+        return RunningMoments._from_owned_samples(values) if owned else RunningMoments.from_samples(values)
+
+    blocks = _blocks(draws, block_draws(x.size))
+    parts = map(one_block, blocks) if workers == 1 else _ordered_map(one_block, blocks, workers)
+    return _merge_in_order(parts)
+
+
+def _block_moments(statistic, outputs):
+    """Moments of one block of per-draw outputs; the stacked block is freed on return."""
+    values = statistic(np.stack(outputs))
+    if statistic is _identity:  # np.stack made a fresh array: deviations may overwrite it
+        return RunningMoments._from_owned_samples(values)
+    return RunningMoments.from_samples(values)
+
+
 def _moments_sequential(train, x, statistic, draws, seed):
     """One call per draw for callables that draw their own randomness (global RNGs)."""
     per_block = block_draws(x.size)
-    total = None
-    buffer = []
-    with seeded_global_rngs(seed):
+
+    def parts():
+        buffer = []
         for draw in range(draws):
             # A fresh copy per call: an implementation that writes into its input must not
             # corrupt the following draws (the battery reports the mutation separately).
             buffer.append(_check_output(train(x.copy()), x, draw))
             if len(buffer) == per_block or draw == draws - 1:
-                part = RunningMoments.from_samples(statistic(np.stack(buffer)))
-                total = part if total is None else total.merge(part)
+                part = _block_moments(statistic, buffer)
                 buffer = []
-    return total
+                yield part
+
+    with seeded_global_rngs(seed):
+        return _merge_in_order(parts())
 
 
 def _estimate_iv(train, x, draws, seed, workers):
@@ -204,3 +258,102 @@ def estimate_train_moments(train, x, *, draws, seed=0, workers=1):
     True
     """
     return estimate_statistic_moments(train, x, _identity, draws=draws, seed=seed, workers=workers)
+
+
+def _masked_matmul_iv(activations, weights, keep_prob, draws, seed, method):
+    activations = float_array_iv(activations, "activations")
+    weights = float_array_iv(weights, "weights")
+    if activations.ndim != 2 or weights.ndim != 2:
+        raise ValueError(
+            f"`activations` and `weights` must be 2-D; got shapes {activations.shape} and {weights.shape}"
+        )
+    if activations.shape[1] != weights.shape[0]:
+        raise ValueError(
+            f"`activations` has {activations.shape[1]} columns but `weights` has {weights.shape[0]} rows"
+        )
+    keep_prob = keep_prob_iv(keep_prob)
+    draws = positive_int_iv(draws, "draws")
+    seed = seed_iv(seed)
+    method = choice_iv(method, "method", ("masks", "binomial"))
+    return activations, weights, keep_prob, draws, seed, method
+
+
+def _keep_counts_from_masks(shape, keep_prob, draws, seed):
+    """Per-element number of kept draws, from the very masks the vectorised engine draws.
+
+    Same blocks, block generators and chunk order as ``estimate_statistic_moments`` on
+    ``get_scheme("inverted").bind(keep_prob)`` — only the masks are formed, never the outputs.
+    """
+    size = int(np.prod(shape))
+    counts = np.zeros(size, dtype=np.int64)
+    for index, rows in _blocks(draws, block_draws(size)):
+        for _, cols, keep in _mask_chunks(block_rng(seed, index), rows, size, keep_prob):
+            counts[cols] += np.count_nonzero(keep, axis=0)
+    return counts.reshape(shape)
+
+
+def estimate_masked_matmul_moments(activations, weights, keep_prob, *, draws, seed=0, method="masks"):
+    """Monte-Carlo ``E[(D ∘ A / p) W]`` over inverted-dropout masks ``D``, by linearity.
+
+    The statistic is linear in the mask, so the mean over draws of ``(D_d ∘ A / p) W`` is
+    ``(D̄ ∘ A / p) W`` with ``D̄`` the mean mask: one matrix product instead of ``draws``.
+    With ``method="masks"`` the masks are exactly those that
+    ``estimate_statistic_moments(get_scheme("inverted").bind(p), A, lambda Y: Y @ W, ...)``
+    draws for the same seed, so both means agree up to floating-point rounding.
+
+    Parameters
+    ----------
+    activations : array_like, shape (n, k)
+        ``A``, the layer input that dropout masks (never modified).
+    weights : array_like, shape (k, m)
+        ``W``, the next layer's weights.
+    keep_prob : float in (0, 1]
+        ``p``.
+    draws : int
+        Number of masks ``D_d``.
+    seed : int, default 0
+    method : {"masks", "binomial"}, default "masks"
+        ``"masks"`` counts kept draws from the engine's own masks (cost ``O(draws · A.size)``
+        bit operations, no float outputs, no products). ``"binomial"`` draws each element's
+        count directly from ``Binomial(draws, t / 2^m)`` — the same law at cost ``O(A.size)``,
+        but other random numbers than the engine's.
+
+    Returns
+    -------
+    TrainMoments
+        ``mean``: the Monte-Carlo estimate, shape ``(n, m)``. ``var``: the *exact* variance of
+        one draw's statistic, ``(1 − p)/p · (A∘A)(W∘W)`` (THEORY.md §1, weighted sum with
+        independent masks), so ``std_error`` and ``confidence_interval`` describe the
+        estimate. ``n_draws``: ``draws``.
+
+    Notes
+    -----
+    Exact in law, not an approximation: only the order of floating-point additions differs
+    from averaging ``draws`` matrix products. The exact mean is ``A W``; this estimator exists
+    to test the Monte-Carlo machinery (and teaching material) at the cost of one product.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stats_dropout.montecarlo import estimate_masked_matmul_moments
+    >>> A, W = np.ones((2, 3)), np.ones((3, 1))
+    >>> est = estimate_masked_matmul_moments(A, W, 0.5, draws=100_000, seed=0)
+    >>> bool(np.all(np.abs(est.mean - A @ W) < 6 * est.std_error))
+    True
+    """
+    activations, weights, keep_prob, draws, seed, method = _masked_matmul_iv(
+        activations, weights, keep_prob, draws, seed, method
+    )
+    a = activations.astype(np.float64)
+    w = weights.astype(np.float64)
+    if keep_prob == 1.0:
+        counts = np.full(a.shape, draws, dtype=np.int64)
+    elif method == "masks":
+        counts = _keep_counts_from_masks(a.shape, keep_prob, draws, seed)
+    else:
+        threshold, bits, _ = keep_threshold(keep_prob)
+        counts = block_rng(seed, 0).binomial(draws, threshold / 2.0**bits, size=a.shape)
+    kept_value = a / keep_prob  # fl(a / p): what a kept unit of the train pass is
+    mean = (kept_value * (counts / draws)) @ w
+    var = (1.0 - keep_prob) / keep_prob * ((a * a) @ (w * w))
+    return TrainMoments(mean=mean, var=var, n_draws=draws, seed=seed)

@@ -132,19 +132,29 @@ def _apply_mask(out, x, keep, divisor):
         np.copyto(out, work, casting="same_kind")
 
 
+def _mask_chunks(rng, rows, cols, keep_prob):
+    """Masks of a (rows, cols) array, chunk by chunk in row-major order: ``(rows, cols, keep)``.
+
+    The one place that fixes the order in which unshared masks consume ``rng``: the train
+    pass and :mod:`stats_dropout.montecarlo`'s mask-mean shortcut both iterate it, so they
+    see the very same masks for the same generator.
+    """
+    hi, lo, tie_bits = _mask_params(keep_prob)
+    for r, c in _chunks(rows, cols):
+        shape = (r.stop - r.start, c.stop - c.start)
+        yield r, c, _draw_keep(rng, shape[0] * shape[1], hi, lo, tie_bits).reshape(shape)
+
+
 def _masked_full(x, keep_prob, rng, n_draws, divisor):
     """Unshared Bernoulli dropout of ``x`` (``n_draws`` passes or one), one mask entry per element.
 
-    Chunk by chunk in row-major order: draw the chunk's mask, then rescale it while it is in
-    cache; only ``x`` and the output ever travel to and from memory.
+    Chunk by chunk: draw the chunk's mask, then rescale it while it is in cache; only ``x``
+    and the output ever travel to and from memory.
     """
     rows = 1 if n_draws is None else n_draws
     out = np.empty(((rows,) if n_draws is not None else ()) + x.shape, dtype=x.dtype)
     out2, x1 = out.reshape(rows, x.size), x.reshape(x.size)
-    hi, lo, tie_bits = _mask_params(keep_prob)
-    for r, c in _chunks(rows, x.size):
-        shape = (r.stop - r.start, c.stop - c.start)
-        keep = _draw_keep(rng, shape[0] * shape[1], hi, lo, tie_bits).reshape(shape)
+    for r, c, keep in _mask_chunks(rng, rows, x.size, keep_prob):
         _apply_mask(out2[r, c], x1[c], keep, divisor)
     return out
 
