@@ -57,6 +57,18 @@ DEFAULT_KEEP_PROBS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 GAP_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "selu", "softmax")
 
 
+#: Floating-point dead band for comparisons with closed forms: float64 results computed along
+#: two routes (a few layers, sums of ≤ 10^6 terms) agree to ~1e-13 relative; 1e-12 is far below
+#: any effect the Monte-Carlo decisions can detect, and keeps zero-variance cases (keep_prob = 1)
+#: from being "significant" by rounding alone.
+FP_RTOL = 1e-12
+
+
+def _decide(moments, expected, **kwargs):
+    """:func:`stats_dropout.stats.decide_mean_equal` with the floating-point dead band."""
+    return stats.decide_mean_equal(moments, expected, rtol=FP_RTOL, atol=FP_RTOL, **kwargs)
+
+
 # --- shared helpers -------------------------------------------------------------------------
 def _keep_probs_iv(keep_probs, name="keep_probs"):
     if np.ndim(keep_probs) == 0:
@@ -114,6 +126,13 @@ def _inference_gap_iv(keep_probs, seed, draws, n_units, false_fail_rate):
         raise ValueError(
             f"`n_units` must be at most 12 (exact enumeration of 2^n_units masks); got {n_units}")
     return keep_probs, seed, draws, n_units, probability_iv(false_fail_rate, "false_fail_rate")
+
+
+def _relu_gaussian_mean(mu, s2):
+    """``theory.relu_gaussian_mean`` with its s → 0 limit ``relu(μ)`` (keep_prob = 1)."""
+    s = np.sqrt(s2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(s > 0, theory.relu_gaussian_mean(mu, np.where(s > 0, s, 1.0)), np.maximum(mu, 0.0))
 
 
 def _gap_setup(n_units, n_out, seed):
@@ -199,7 +218,7 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                 exact = eval_out  # linear in every mask: E = forward pass of the means [2]_
             approx_mean = {
                 "identity": eval_out,
-                "relu": theory.relu_gaussian_mean(mu, np.sqrt(s2)),
+                "relu": _relu_gaussian_mean(mu, s2),
                 "sigmoid": theory.fast_dropout_sigmoid_mean(mu, s2),
                 "softmax": eval_out,
             }.get(act)
@@ -213,9 +232,9 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
             for u in range(n_out):
                 unit = TrainMoments(mean=mom.mean[u:u + 1], var=mom.var[u:u + 1], n_draws=draws,
                                     seed=mom.seed)
-                d_zero = stats.decide_mean_equal(unit, eval_out[u], false_fail_rate=alpha_row,
+                d_zero = _decide(unit, eval_out[u], false_fail_rate=alpha_row,
                                                  property="E[train output] equals eval output")
-                d_exact = stats.decide_mean_equal(unit, exact[u], false_fail_rate=alpha_row,
+                d_exact = _decide(unit, exact[u], false_fail_rate=alpha_row,
                                                   property="MC mean equals the enumerated expectation")
                 rows.append({
                     "activation": act, "scheme": scheme, "depth": depth, "unit": u, "keep_prob": p,
@@ -388,8 +407,8 @@ def gaussian_approximation_table(*, seed=0, draws=None, false_fail_rate=1e-6, fa
         exact = integrate.quad(lambda t: float(activate(act, np.array(t))) * sps.norm.pdf(t, 1.0, sd),
                                1.0 - 40 * sd, 1.0 + 40 * sd, points=[0.0], epsabs=1e-13, epsrel=1e-12)[0]
         closed = float(gaussian_activation_mean(act, np.array([1.0]), np.array([s2]))[0][0])
-        d_exact = stats.decide_mean_equal(mom, exact, false_fail_rate=alpha)
-        d_closed = stats.decide_mean_equal(mom, closed, false_fail_rate=alpha)
+        d_exact = _decide(mom, exact, false_fail_rate=alpha)
+        d_closed = _decide(mom, closed, false_fail_rate=alpha)
         rows.append({"activation": act, "mu": 1.0, "s2": s2, "mc_mean": d_exact.estimate,
                      "ci_low": d_exact.ci_low, "ci_high": d_exact.ci_high, "exact": exact,
                      "closed_form": closed, "closed_form_error": closed - exact,
@@ -447,8 +466,8 @@ def variance_shift_table(*, keep_probs=(0.5, 0.8, 0.9), seed=0, draws=100_000, i
         vte_f = float(np.sum(weights**2)) * input_var
         m_tr = _moments(((y_train - mean_true) ** 2 / vtr_f)[:, None], seed)
         m_te = _moments(((y_test - mean_true) ** 2 / vte_f)[:, None], seed)
-        d_tr = stats.decide_mean_equal(m_tr, 1.0, false_fail_rate=alpha, property="train variance ratio")
-        d_te = stats.decide_mean_equal(m_te, 1.0, false_fail_rate=alpha, property="test variance ratio")
+        d_tr = _decide(m_tr, 1.0, false_fail_rate=alpha, property="train variance ratio")
+        d_te = _decide(m_te, 1.0, false_fail_rate=alpha, property="test variance ratio")
         r_tr, r_te = float(m_tr.mean[0]), float(m_te.mean[0])
         shift = (vte_f * r_te) / (vtr_f * r_tr)
         # delta method: relative se of a ratio of two independent estimates
@@ -516,8 +535,8 @@ def norm_table(*, keep_probs=(0.5, 0.8), seed=0, draws=100_000, random_shapes=((
         sq = TrainMoments(mean=mom.mean[:1], var=mom.var[:1], n_draws=draws, seed=mom.seed)
         nm = TrainMoments(mean=mom.mean[1:], var=mom.var[1:], n_draws=draws, seed=mom.seed)
         expected_sq = theory.expected_squared_norm(a, p, rescale=rescale)
-        d_sq = stats.decide_mean_equal(sq, expected_sq, false_fail_rate=alpha, property="E squared norm")
-        d_n = stats.decide_mean_equal(nm, norm_a, false_fail_rate=alpha, property="E norm equals ||A||")
+        d_sq = _decide(sq, expected_sq, false_fail_rate=alpha, property="E squared norm")
+        d_n = _decide(nm, norm_a, false_fail_rate=alpha, property="E norm equals ||A||")
         rows.append({
             "matrix": name, "shape": "x".join(map(str, a.shape)), "keep_prob": p, "rescale": rescale,
             "norm_A": norm_a, "norm_A_scaled": float(np.linalg.norm(a / p)),
