@@ -280,3 +280,12 @@ def test_train_mlp_does_not_modify_its_inputs():
     y = np.arange(10) % 3
     nw.train_mlp(net, X, y, epochs=2, batch_size=4)
     assert np.array_equal(X, X0) and all(np.array_equal(a, l.weights) for a, l in zip(w0, net.layers))
+
+
+def test_keep_prob_one_is_exact_and_not_significant():
+    # no noise: every draw equals the eval output, so decisions rest on the rounding dead band
+    g = ex.inference_gap(keep_probs=(1.0,), draws=10)
+    assert not g.gap_zero_rejected.any() and not g.vs_exact_rejected.any()
+    assert (g.gap.abs() < 1e-12).all()
+    n = ex.norm_table(keep_probs=(1.0,), draws=10, random_shapes=())
+    assert not n.sq_rejected.any() and not n.norm_equals_A_rejected.any()
