@@ -339,6 +339,15 @@ def test_torch_dropout_train_and_eval(torch, dtype):
     assert np.array_equal(train(x), y)  # draws from torch's global RNG, which the battery seeds
 
 
+def test_torch_dropout_passes_the_battery(torch):
+    import stats_dropout as sd
+
+    module = torch.nn.Dropout(0.2)
+    result = sd.verify_dropout(*adapters.from_torch(module), **adapters.torch_spec(module))
+    assert result.passed, str(result)
+    assert module.training  # a fresh module is in train mode, and stays so
+
+
 def test_torch_mode_is_restored_for_every_submodule(torch):
     nn = torch.nn
     model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5), nn.Sequential(nn.Dropout(0.5)))

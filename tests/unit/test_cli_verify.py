@@ -69,16 +69,6 @@ def test_reseeding_course_forward_is_flagged(capsys, monkeypatch):
     assert any(line.startswith("FAILED check_independence_calls") for line in out.splitlines())
 
 
-def test_cs231n_test_mode_scaling_is_caught(capsys):
-    code, out, _ = verify(capsys, target("cs231n_drop.py", "dropout_forward"), "--keep-prob", 0.8,
-                          "--p-means", "drop")
-    assert code == 1
-    assert "convention cs231n (detected)" in out
-    failed = {line.split()[1].split("[")[0] for line in out.splitlines() if line.startswith("FAILED ")}
-    assert "check_eval_contract" in failed
-    assert "check_keep_rate" not in failed  # p_means=drop was honoured: the train pass is right
-
-
 # --- wiring, with a recording battery -------------------------------------------------------------
 
 def test_plain_wiring_and_eval_option(capsys, recorded):
