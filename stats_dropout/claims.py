@@ -1028,6 +1028,18 @@ def claims_ledger(*, seed=0, max_draws=None, keep_prob=0.8, claim_ids=None, tabl
                   progress=False):
     """Measure and decide every claim; one row per claim.
 
+    Parameters
+    ----------
+    seed, max_draws, keep_prob
+        As in :func:`evaluate_claim`.
+    claim_ids : sequence of str, optional
+        A subset of :data:`CLAIMS` (default: all, in order).
+    tables : dict, optional
+        Experiment tables computed by the caller (the report computes them once for its own
+        tables and figures); C07, C10, C14–C16 read them from here.
+    progress : bool
+        A tqdm bar over claims.
+
     Returns
     -------
     pandas.DataFrame

@@ -179,17 +179,22 @@ def plot_mc_averaging(table):
     return fig
 
 
-def save_figure(fig, stem):
-    """Write ``stem.svg`` and ``stem.png``; return the SVG text. Closes the figure."""
+def save_figure(fig, stem, formats=("svg", "png")):
+    """Write ``stem.svg`` and/or ``stem.png`` (``formats``); return the SVG text. Closes ``fig``."""
     import matplotlib.pyplot as plt
 
     from .reporting import _atomic_write_bytes, _atomic_write_text
 
+    unknown = set(formats) - {"svg", "png"}
+    if unknown:
+        raise ValueError(f"`formats` must hold 'svg' and/or 'png'; got {tuple(formats)!r}")
     text = svg_text(fig)
-    _atomic_write_text(stem + ".svg", text)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    _atomic_write_bytes(stem + ".png", buf.getvalue())
+    if "svg" in formats:
+        _atomic_write_text(stem + ".svg", text)
+    if "png" in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+        _atomic_write_bytes(stem + ".png", buf.getvalue())
     plt.close(fig)
     return text
 

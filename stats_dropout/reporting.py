@@ -476,7 +476,8 @@ def _all_experiment_tables(seed, draws, cache_dir, overrides=None):
 
 
 def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, executor="local",
-                 scheduler=None, progress=False, parallel=True, experiment_options=None):
+                 scheduler=None, progress=False, parallel=True, experiment_options=None,
+                 figure_formats=("svg", "png")):
     """Run the sweeps, the experiments and the claims ledger; write CSVs, figures and HTML.
 
     Parameters
@@ -500,6 +501,8 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     experiment_options : dict, optional
         ``{experiments function name: {option: value}}`` overriding :data:`REPORT_EXPERIMENTS`
         (smaller runs for tests); recorded in ``metadata.json``.
+    figure_formats : tuple of {"svg", "png"}
+        Standalone figure files to write (the HTML inlines the SVG either way).
 
     Returns
     -------
@@ -545,7 +548,7 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
         files[name] = os.path.join(out, csv_name)
         write_csv(tables[name], files[name])
 
-    figures = _write_figures(out, summary, tables)
+    figures = _write_figures(out, summary, tables, figure_formats)
     runtime = time.perf_counter() - started
     metadata = _metadata(seed=seed, draws=draws, keep_probs=keep_probs, schemes=schemes,
                          executor=executor, runtime=runtime, summary=summary,
@@ -585,7 +588,7 @@ FIGURES = {
 }
 
 
-def _write_figures(out, summary, tables):
+def _write_figures(out, summary, tables, formats=("svg", "png")):
     from . import figures as fg
 
     directory = os.path.join(out, "figures")
@@ -600,7 +603,7 @@ def _write_figures(out, summary, tables):
     result = {}
     for name, make in makers.items():
         stem = os.path.join(directory, name)
-        svg = fg.save_figure(make(), stem)
+        svg = fg.save_figure(make(), stem, formats=formats)
         result[name] = {"svg": svg, "path": stem + ".svg"}
     return result
 
@@ -664,8 +667,11 @@ def _inline_svg(svg):
 
 def _styled(frame, uuid, *, precision=4, columns=None):
     """A pandas Styler table with a fixed uuid (stable HTML) and compact number formats."""
+    from pandas.io.formats.style import Styler
+
     frame = frame if columns is None else frame[[c for c in columns if c in frame.columns]]
-    styler = frame.style.hide(axis="index").set_uuid(uuid)
+    # cell_ids=False: no per-cell element ids, which would double the page's size.
+    styler = Styler(frame, uuid=uuid, cell_ids=False).hide(axis="index")
     floats = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
     styler = styler.format({c: f"{{:.{precision}g}}" for c in floats}, na_rep="")
     return styler.to_html()

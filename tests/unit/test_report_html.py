@@ -21,6 +21,7 @@ SMALL_EXPERIMENTS = {
     "inference_gap": {"keep_probs": (0.5, 0.8)},
     "norm_table": {"keep_probs": (0.5, 0.8)},
     "variance_shift_table": {"keep_probs": (0.5,)},
+    "regression_dropout": {"keep_probs": (0.8,), "n_seeds": 4, "steps": 1000},
 }
 SMALL = dict(keep_probs=(0.5, 1.0), schemes=("inverted", "alpha", "no_rescale"), draws=2000,
              parallel=False, experiment_options=SMALL_EXPERIMENTS)
