@@ -31,9 +31,9 @@ class PairSums:
 
     def add(self, a, b):
         self.n += a.size
-        self.sa += float(a.sum())
-        self.sb += float(b.sum())
-        self.sab += float(np.sum(a & b))
+        self.sa += np.count_nonzero(a)
+        self.sb += np.count_nonzero(b)
+        self.sab += np.count_nonzero(a & b)
 
     def correlation(self):
         """Sample (phi) correlation of the pairs; ``z = r √n`` is N(0, 1) under independence."""
@@ -206,11 +206,16 @@ class Collector:
 
     # --- masks ----------------------------------------------------------------------------
     def _init_masks(self, ev):
-        entries = _mask_entries(self.observable, self.axes)
-        ev.entry_counts = np.zeros(entries.shape, dtype=np.int64)
-        ev.entry_trials = np.zeros(entries.shape, dtype=np.int64)
-        ev.row_size = int(entries[0].size) if entries.ndim else 1
         x = self.x64
+        self.dropped = self.c.dropped_value(x, self.p)
+        self.kept_value = self.c.kept_value(x, self.p)
+        self.kept_tol = self.tol * np.maximum(np.abs(self.dropped), np.abs(x))
+        self.scale_tol = self.tol * np.abs(self.kept_value) + np.finfo(np.float64).tiny
+        self.all_observable = bool(self.observable.all())
+        self.entries_obs = _mask_entries(self.observable, self.axes)
+        ev.entry_counts = np.zeros(self.entries_obs.shape, dtype=np.int64)
+        ev.entry_trials = np.zeros(self.entries_obs.shape, dtype=np.int64)
+        ev.row_size = int(self.entries_obs[0].size) if self.entries_obs.ndim else 1
         # Input groups: sign × magnitude (below / above the median |x|), for "independent of
         # the input" — an all-positive probe simply has no negative groups.
         mag = np.abs(x)
@@ -222,59 +227,60 @@ class Collector:
                 if np.any(sel):
                     groups[sel] = len(labels)
                     labels.append(f"{s_name}, {m_name}")
-        self.groups = groups
+        self.groups = groups.ravel() + 1  # bincount needs non-negative labels; 0 = unobservable
         ev.group_labels = tuple(labels)
         ev.group_kept = np.zeros(len(labels), dtype=np.int64)
+        self.group_sizes = np.bincount(self.groups, minlength=len(labels) + 1)[1:]
         ev.group_trials = np.zeros(len(labels), dtype=np.int64)
-        for axis in range(entries.ndim):
-            if entries.shape[axis] >= 2:
+        self.pair_slices = {}
+        for axis in range(self.entries_obs.ndim):
+            if self.entries_obs.shape[axis] >= 2:
                 ev.axis_pairs[axis] = PairSums()
-
-    def _kept(self, y):
-        dropped = self.c.dropped_value(self.x64, self.p)
-        return np.abs(y - dropped) > self.tol * np.maximum(np.abs(dropped), np.abs(self.x64))
+                lo = [slice(None)] * self.entries_obs.ndim
+                hi = [slice(None)] * self.entries_obs.ndim
+                lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+                both = self.entries_obs[tuple(lo)] & self.entries_obs[tuple(hi)]
+                self.pair_slices[axis] = (tuple(lo), tuple(hi), None if both.all() else both)
 
     def _masks(self, ev, y, previous):
-        kept = self._kept(y) & self.observable
-        obs = self.observable
+        kept = np.abs(y - self.dropped) > self.kept_tol
+        if not self.all_observable:
+            kept &= self.observable
         entries = _mask_entries(kept, self.axes)
-        entries_obs = _mask_entries(obs, self.axes)
         if self.axes:
-            expected_pattern = np.broadcast_to(entries, kept.shape) & obs
+            expected_pattern = np.broadcast_to(entries, kept.shape) & self.observable
             ev.sharing_violations += int(np.count_nonzero(expected_pattern != kept))
         ev.entry_counts += entries
-        ev.entry_trials += entries_obs
+        ev.entry_trials += self.entries_obs
         ev.kept += int(np.count_nonzero(entries))
-        ev.trials += int(np.count_nonzero(entries_obs))
+        ev.trials += int(np.count_nonzero(self.entries_obs))
         if entries.ndim:
-            ev.row_counts.append(entries.reshape(entries.shape[0], -1).sum(axis=1))
-        np.add.at(ev.group_kept, self.groups[kept], 1)
-        np.add.at(ev.group_trials, self.groups[obs], 1)
-        for axis, sums in ev.axis_pairs.items():
-            lo = [slice(None)] * entries.ndim
-            hi = [slice(None)] * entries.ndim
-            lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-            both = entries_obs[tuple(lo)] & entries_obs[tuple(hi)]
-            sums.add(entries[tuple(lo)][both], entries[tuple(hi)][both])
+            ev.row_counts.append(np.count_nonzero(entries.reshape(entries.shape[0], -1), axis=1))
+        ev.group_kept += np.bincount(self.groups, weights=kept.ravel(),
+                                     minlength=len(ev.group_labels) + 1)[1:].astype(np.int64)
+        ev.group_trials += self.group_sizes
+        for axis, (lo, hi, both) in self.pair_slices.items():
+            a, b = entries[lo], entries[hi]
+            if both is not None:
+                a, b = a[both], b[both]
+            ev.axis_pairs[axis].add(a, b)
         if previous is not None:
-            both = entries_obs
-            ev.call_pairs.add(previous[both], entries[both])
+            a, b = (previous, entries) if self.all_observable else (
+                previous[self.entries_obs], entries[self.entries_obs])
+            ev.call_pairs.add(a, b)
             if np.array_equal(previous, entries):
                 ev.identical_consecutive += 1
-        # kept-unit scale: y must equal the contract's kept value
-        expected = self.c.kept_value(self.x64, self.p)
-        k = kept
-        if np.any(k):
-            err = np.abs(y[k] - expected[k])
-            bound = self.tol * np.abs(expected[k]) + np.finfo(np.float64).tiny
-            bad = err > bound
-            ev.scale_checked += int(k.sum())
-            ev.scale_violations += int(bad.sum())
-            if bad.any() and ev.scale_worst is None:
-                i = int(np.argmax(err / bound))
-                ev.scale_worst = (float(self.x64[k][i]), float(y[k][i]), float(expected[k][i]))
-            if len(ev.scale_ratios) < 5:
-                ev.scale_ratios.append(float(np.median(self.c.scale_of(y[k], self.x64[k], self.p))))
+        # Kept-unit scale: each kept unit must equal the contract's kept value.
+        bad = kept & (np.abs(y - self.kept_value) > self.scale_tol)
+        n_kept = int(np.count_nonzero(kept))
+        n_bad = int(np.count_nonzero(bad))
+        ev.scale_checked += n_kept
+        ev.scale_violations += n_bad
+        if n_bad and ev.scale_worst is None:
+            i = int(np.flatnonzero(bad.ravel())[0])
+            ev.scale_worst = (float(self.x64.flat[i]), float(y.flat[i]), float(self.kept_value.flat[i]))
+        if n_kept and len(ev.scale_ratios) < 5:
+            ev.scale_ratios.append(float(np.median(self.c.scale_of(y[kept], self.x64[kept], self.p))))
         return entries
 
     def _noise(self, ev, y):

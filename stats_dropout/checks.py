@@ -61,9 +61,35 @@ RELATIVE_MEAN_ERROR = 0.005
 ASYMMETRIC_KEEP_PROBS = (0.8, 0.3)
 MIN_DRAWS = 10
 NORMAL_UNITS = 1000
-MAX_DRAWS = 20_000
+MAX_DRAWS = 2_000
 DEFAULT_PROBE_SHAPE = (256, 1024)
 INVALID_KEEP_PROBS = (0.0, 1.5, -0.25, float("nan"))
+
+
+def probe_shape(shared_axes):
+    """Default probe shape: 2^18 elements, shared axes of length 2.
+
+    Keep-rate power depends on the number of *independent* mask entries, so shared axes are
+    kept short and the free axes long: (256, 1024) without sharing, (256, 256, 2, 2) for
+    channel dropout, (2, 131072) for one mask per batch, (256, 2, 512) for a mask shared over
+    time (batch, time, features), (65536, 4) for one mask per sample.
+    """
+    if shared_axes == "spatial":
+        return (256, 256, 2, 2)
+    if shared_axes == "non_batch":
+        return (65536, 4)
+    if not shared_axes:
+        return DEFAULT_PROBE_SHAPE
+    axes = tuple(shared_axes)
+    ndim = max(2, max(a if a >= 0 else -a - 1 for a in axes) + 2) if any(a > 0 for a in axes) else 2
+    resolved = {a % ndim for a in axes}
+    free = [i for i in range(ndim) if i not in resolved]
+    shape = [2] * ndim
+    budget = 2**18 // 2 ** len(resolved)
+    for j, i in enumerate(free):
+        shape[i] = budget if j == len(free) - 1 else 256
+        budget //= 256 if j < len(free) - 1 else 1
+    return tuple(shape)
 
 
 # --- the implementation under test ----------------------------------------------------------
@@ -89,8 +115,9 @@ class Implementation:
     eval : callable, optional
         ``f(x)`` or ``f(x, keep_prob)``: the inference path.
     keep_prob : float or tuple of float
-        Keep probabilities to test. For ``f(x, keep_prob)`` the battery adds
-        ``ASYMMETRIC_KEEP_PROBS``; a plain ``f(x)`` is tested at the single value it implements.
+        Keep probabilities to test. For ``f(x, keep_prob)`` the battery adds values from
+        ``ASYMMETRIC_KEEP_PROBS`` (0.8, then 0.3) until at least two are tested and one is not
+        0.5; a plain ``f(x)`` is tested at the single value it implements.
     contract : {"inverted", "standard", "gaussian", "moments"}
     shared_axes : tuple of int or {"spatial", "non_batch"}
         Axes along which one mask is broadcast (axis 0 is the batch).
@@ -99,8 +126,8 @@ class Implementation:
     validates_keep_prob : bool
         Whether the implementation promises to reject keep_prob outside (0, 1].
     example_input : array_like, optional
-        Probe; default a standardised N(0, 1) array of shape (256, 1024) (or (64, 16, 256)
-        when the shared axes need three dimensions).
+        Probe; default a standardised N(0, 1) array of :func:`probe_shape` (256, 1024) without
+        shared axes).
     name : str, optional
     """
 
@@ -127,7 +154,12 @@ class Implementation:
         given = (self.keep_prob,) if np.ndim(self.keep_prob) == 0 else tuple(self.keep_prob)
         values = [keep_prob_iv(p) for p in given]
         if self.takes_keep_prob:
-            values += [p for p in ASYMMETRIC_KEEP_PROBS if p not in values]
+            # At least two values, at least one asymmetric (≠ 0.5), so a keep/drop swap shows.
+            for extra in ASYMMETRIC_KEEP_PROBS:
+                if len(values) >= 2 and any(v != 0.5 for v in values):
+                    break
+                if extra not in values:
+                    values.append(extra)
         return tuple(values)
 
     def bound_train(self, keep_prob):
@@ -195,12 +227,7 @@ class _Run:
         if impl.example_input is not None:
             x = float_array_iv(impl.example_input, "example_input", allow_empty=False, allow_0d=False)
             return np.array(x, copy=True)
-        shape = DEFAULT_PROBE_SHAPE
-        needs_3d = impl.shared_axes == "spatial" or (
-            isinstance(impl.shared_axes, tuple) and any(a >= 2 or a < -2 for a in impl.shared_axes))
-        if needs_3d:
-            shape = (64, 16, 256)
-        return scheme_probe(shape, seed=self.seed)
+        return scheme_probe(probe_shape(impl.shared_axes), seed=self.seed)
 
     def draws_for(self, p):
         """Draws needed at ``p`` for the keep-rate and mean targets (see module docstring)."""
@@ -876,8 +903,8 @@ def verify_dropout(train, eval=None, *, keep_prob, contract="inverted", shared_a
         The inference path, ``f(x)`` or ``f(x, keep_prob)``.
     keep_prob : float or sequence of float
         Keep probability of the implementation (for ``f(x)``) or values to test (for
-        ``f(x, keep_prob)``, which is also tested at 0.8 and 0.3 — asymmetric values where a
-        keep/drop swap shows).
+        ``f(x, keep_prob)``, which is also tested at 0.8 or 0.3 so that at least two values,
+        one of them asymmetric, are tested — a keep/drop swap is invisible at 0.5).
     contract : {"inverted", "standard", "gaussian", "moments"}
         What the implementation claims to be (DESIGN.md).
     shared_axes : tuple of int or {"spatial", "non_batch"}
