@@ -69,6 +69,24 @@ def test_reseeding_course_forward_is_flagged(capsys, monkeypatch):
     assert any(line.startswith("FAILED check_independence_calls") for line in out.splitlines())
 
 
+def test_correct_course_forward_and_backward_pass(capsys, monkeypatch):
+    import inspect
+
+    monkeypatch.setattr(_cli_verify, "COURSE_LAYERS", (1,))
+    code, out, _ = verify(capsys, target("course_correct.py", "forward_propagation_with_dropout"),
+                          "--keep-prob", 0.8)
+    failed = {line.split()[1].split("[")[0] for line in out.splitlines() if line.startswith("FAILED ")}
+    # The sibling backward_propagation_with_dropout was found and checked.
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("check_backward_mask[")]
+    assert [row[2] for row in rows] == ["passed", "passed"], out
+    if "validates_keep_prob" in inspect.signature(stats_dropout.checks.verify_dropout).parameters:
+        assert (code, failed) == (0, set()), out
+    else:
+        # The course's template does not validate keep_prob; until the battery can be told so,
+        # that is the one check a correct course network fails.
+        assert (code, failed) == (1, {"check_invalid_keep_prob"}), out
+
+
 # --- wiring, with a recording battery -------------------------------------------------------------
 
 def test_plain_wiring_and_eval_option(capsys, recorded):
