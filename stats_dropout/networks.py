@@ -284,9 +284,13 @@ class MLP:
                     a = _drop_stacked(layer, a, rng)
                 # one 2-D BLAS call: numpy's stacked 3-D @ 2-D matmul is ~10x slower here
                 a2 = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
-                u = (a2 @ layer.weights).reshape(a.shape[:-1] + (layer.weights.shape[1],)) + layer.bias
-            a = activate(layer.activation, u)
-        return np.array(a)
+                u = (a2 @ layer.weights).reshape(a.shape[:-1] + (layer.weights.shape[1],))
+                u += layer.bias  # in place: these arrays are draws × batch × width
+            if layer.activation == "relu":
+                a = np.maximum(u, 0.0, out=u)
+            else:
+                a = activate(layer.activation, u)
+        return a  # every layer allocates its output afresh: never a view of `x`
 
     def train_pass(self, x, rng=None):
         """One stochastic train-time forward pass."""
