@@ -38,7 +38,8 @@ _file_counter = itertools.count()
 def _split_target(target, option):
     module_part, sep, attr = target.rpartition(":")
     if not sep or not module_part or not attr:
-        raise UsageError(f"`{option}` must look like MODULE:CALLABLE or path/to/file.py:CALLABLE; got {target!r}")
+        raise UsageError(
+            f"`{option}` must look like MODULE:CALLABLE or path/to/file.py:CALLABLE; got {target!r}")
     return module_part, attr
 
 
@@ -73,7 +74,8 @@ def _import_module(name):
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise UsageError(f"no module named {name!r} (is it on PYTHONPATH, or did you mean a file path?)") from None
+            raise UsageError(
+                f"no module named {name!r} (is it on PYTHONPATH, or did you mean a file path?)") from None
         raise UsageError(f"importing {name!r} failed: ModuleNotFoundError: {exc}") from None
     except Exception as exc:  # noqa: BLE001
         raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None

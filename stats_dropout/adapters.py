@@ -60,6 +60,16 @@ def _add_note(exc, note):
     return exc
 
 
+def _name_of(func, default="function"):
+    return getattr(func, "__name__", default)
+
+
+def _kind_of(obj):
+    """``"tuple of length 3"``-style description of an unexpected return value."""
+    length = f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else ""
+    return type(obj).__name__ + length
+
+
 def _named(func, name, doc=None):
     """Give an adapter closure a readable name: it shows up in pytest ids and messages."""
     func.__name__ = name
@@ -338,18 +348,15 @@ def _course_forward_call(forward, x, keep_prob, layer):
     try:
         out = forward(X, parameters, keep_prob)
     except Exception as exc:
-        raise _add_note(exc, f"raised by {getattr(forward, '__name__', forward)!s}(X, parameters, "
-                             f"keep_prob={keep_prob!r}) called by stats_dropout.adapters.from_course") from None
+        raise _add_note(exc, f"raised by {_name_of(forward)}(X, parameters, keep_prob={keep_prob!r}) "
+                             "called by stats_dropout.adapters.from_course") from None
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(
-            f"{getattr(forward, '__name__', 'forward')} must return (A3, cache); got {type(out).__name__}"
-            + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+        raise TypeError(f"{_name_of(forward, 'forward')} must return (A3, cache); got {_kind_of(out)}")
     cache = out[1]
     if not (isinstance(cache, (tuple, list)) and len(cache) == len(COURSE_CACHE_FIELDS)):
         raise TypeError(
-            f"the cache returned by {getattr(forward, '__name__', 'forward')} must be the "
-            f"{len(COURSE_CACHE_FIELDS)}-tuple {COURSE_CACHE_FIELDS}; got "
-            f"{type(cache).__name__}" + (f" of length {len(cache)}" if isinstance(cache, (tuple, list)) else ""))
+            f"the cache returned by {_name_of(forward, 'forward')} must be the "
+            f"{len(COURSE_CACHE_FIELDS)}-tuple {COURSE_CACHE_FIELDS}; got {_kind_of(cache)}")
     return X, parameters, tuple(cache)
 
 
@@ -412,7 +419,7 @@ def from_course(forward, *, layer=1):
         _, _, cache = _course_forward_call(forward, x, keep_prob, layer)
         return _merge_halves(cache[field], shape)
 
-    return _named(train, f"{getattr(forward, '__name__', 'forward')}[layer={layer}]", train.__doc__)
+    return _named(train, f"{_name_of(forward, 'forward')}[layer={layer}]", train.__doc__)
 
 
 def course_backward(forward, backward, *, layer=1):
@@ -441,7 +448,8 @@ def course_backward(forward, backward, *, layer=1):
     The course's backward pass starts from ``dZ3 = A3 − Y`` and ``dA2 = W3ᵀ dZ3``. To inject
     ``upstream`` exactly, the cache handed to ``backward`` has ``A3`` replaced by zeros and
     ``Y = −[upstream; −upstream]`` on the active half of each pair and 0 on the other
-    (negation is exact; ``W3`` is the identity), so ``dZ3`` is that bit for bit. For ``layer=2`` the result is exact.
+    (negation is exact; ``W3`` is the identity), so ``dZ3`` is that bit for bit. For
+    ``layer=2`` the result is exact.
     For ``layer=1`` the gradient must also cross layer 2's dropout: the cache gets ``D2``
     = all ones and ``A2`` = all ones (a relu that passes everything) and ``Y`` is pre-multiplied
     by ``keep_prob`` to cancel layer 2's ``1/keep_prob``, which costs up to two roundings
@@ -477,17 +485,17 @@ def course_backward(forward, backward, *, layer=1):
         try:
             gradients = backward(X, Y, tuple(cache), keep_prob)
         except Exception as exc:
-            raise _add_note(exc, f"raised by {getattr(backward, '__name__', backward)!s}(X, Y, cache, "
-                                 f"keep_prob={keep_prob!r}) called by stats_dropout.adapters.course_backward") from None
+            raise _add_note(exc, f"raised by {_name_of(backward)}(X, Y, cache, keep_prob={keep_prob!r}) "
+                                 "called by stats_dropout.adapters.course_backward") from None
         key = f"dA{layer}"
         if not isinstance(gradients, dict) or key not in gradients:
             raise TypeError(
-                f"{getattr(backward, '__name__', 'backward')} must return a dict of gradients with "
+                f"{_name_of(backward, 'backward')} must return a dict of gradients with "
                 f"key {key!r}; got " + (f"keys {sorted(gradients)}" if isinstance(gradients, dict)
                                         else type(gradients).__name__))
         return y, _merge_halves(gradients[key], shape)
 
-    name = f"{getattr(backward, '__name__', 'backward')}[layer={layer}]"
+    name = f"{_name_of(backward, 'backward')}[layer={layer}]"
     return _named(run, name, run.__doc__)
 
 
@@ -511,11 +519,10 @@ def _cs231n_forward_call(forward, x, keep_prob, p_means, mode):
     try:
         out = forward(x, param)
     except Exception as exc:
-        raise _add_note(exc, f"raised by {getattr(forward, '__name__', forward)!s}(x, {param!r}) "
+        raise _add_note(exc, f"raised by {_name_of(forward)}(x, {param!r}) "
                              "called by stats_dropout.adapters.from_cs231n") from None
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(f"{getattr(forward, '__name__', 'forward')} must return (out, cache); got "
-                        f"{type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+        raise TypeError(f"{_name_of(forward, 'forward')} must return (out, cache); got {_kind_of(out)}")
     return out
 
 
@@ -578,7 +585,7 @@ def cs231n_backward(forward, backward, *, p_means="keep"):
         try:
             dx = backward(upstream, cache)
         except Exception as exc:
-            raise _add_note(exc, f"raised by {getattr(backward, '__name__', backward)!s}(dout, cache) "
+            raise _add_note(exc, f"raised by {_name_of(backward)}(dout, cache) "
                                  "called by stats_dropout.adapters.cs231n_backward") from None
         return out, dx
 

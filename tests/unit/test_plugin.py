@@ -71,7 +71,8 @@ def test_correct_passes_and_broken_fails_with_the_checks_message(pytester):
         "*AssertionError: check_kept_scale[[]keep_prob=0.8[]]: *1.25*",
         "FAILED test_battery.py::test_dropout[[]no_rescale-check_kept_scale[[]keep_prob=0.8[]][]]*",
     ])
-    assert "good-check_kept_scale" not in "\n".join(line for line in result.outlines if line.startswith("FAILED"))
+    failed_lines = [line for line in result.outlines if line.startswith("FAILED")]
+    assert not any("good-check_kept_scale" in line for line in failed_lines)
 
 
 def test_expected_failures_are_strict_xfails(pytester):
@@ -128,7 +129,8 @@ def _good(x):
 def test_parametrize_structure_and_callable_expectations():
     impl = Implementation(_good, keep_prob=0.8, name="mine")
     decorator = parametrize_with_checks(
-        [impl, _good], expected_failed_checks=lambda im: {"check_mean[keep_prob=0.8]": "r"} if im is impl else {})
+        [impl, _good],
+        expected_failed_checks=lambda im: {"check_mean[keep_prob=0.8]": "r"} if im is impl else {})
     argnames, params = decorator.mark.args
     assert argnames == ("implementation", "check")
     ids = [p.id for p in params]
@@ -145,7 +147,7 @@ def test_parametrize_input_validation():
         parametrize_with_checks([impl], expected_failed_checks={"check_typo": "?"})
     with pytest.raises(TypeError, match=r"`expected_failed_checks` must be a dict .*; got \['check_mean'\]"):
         parametrize_with_checks([impl], expected_failed_checks=["check_mean"])
-    with pytest.raises(TypeError, match=r"`implementations\[1\]` must be a stats_dropout.Implementation .*; got 3"):
+    with pytest.raises(TypeError, match=r"`implementations\[1\]` must be a stats_dropout.Implementation"):
         parametrize_with_checks([impl, 3])
     with pytest.raises(ValueError, match=r"`implementations` must hold at least one"):
         parametrize_with_checks([])
