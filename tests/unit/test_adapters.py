@@ -10,6 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 from stats_dropout import adapters
 from stats_dropout.adapters import (
@@ -425,3 +428,22 @@ def test_torch_feature_alpha_dropout_masks_whole_channels(torch, shape):
     assert y.shape == shape and counts.max() > 1
     assert_one_mask_per_sample_and_channel(y == values[np.argmax(counts)], shape)
     assert np.array_equal(evaluate(x), x)
+
+
+# --- property: the sign split is exact for any finite input -----------------------------------
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(x=arrays(np.float64, array_shapes(min_dims=1, max_dims=3, max_side=6),
+                elements=st.floats(-1e300, 1e300, allow_subnormal=True)),
+       keep_prob=st.sampled_from([0.1, 0.3, 0.5, 0.8, 1.0]),
+       layer=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**32 - 1))
+def test_course_output_is_exactly_mask_times_x_over_keep_prob(x, keep_prob, layer, seed):
+    np.random.seed(seed)
+    y = from_course(course.forward_propagation_with_dropout, layer=layer)(x, keep_prob)
+    assert y.shape == x.shape
+    kept = y != 0
+    assert np.array_equal(y[kept], x[kept] / keep_prob)
+    if keep_prob == 1.0:
+        assert np.array_equal(y, x)
