@@ -105,9 +105,19 @@ def load_target(target, option="target"):
     return module, func
 
 
+def _is_torch_module(obj):
+    # Only a target that is already a torch object can be one: never import torch for the check.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
 def _detect(func, convention):
     from .adapters import detect_convention
 
+    if _is_torch_module(func):
+        if convention not in ("auto", "plain"):
+            raise UsageError(f"the target is a torch module; --convention {convention} does not apply")
+        return "torch"
     if convention != "auto":
         return convention
     return detect_convention(func)
@@ -118,6 +128,8 @@ def _check_signature(func, convention, target):
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):
+        return
+    if convention == "torch":
         return
     need = {"plain": 1, "course": 3, "cs231n": 2}[convention]
     try:
@@ -166,6 +178,8 @@ def _batteries(args, module, func, convention):
     eval_func = None
     if args.eval is not None:
         _, eval_func = load_target(args.eval, "--eval")
+    if convention == "torch":
+        return [_torch_battery(args, func, eval_func)]
     if convention == "course":
         if eval_func is not None:
             raise UsageError("--eval does not apply to the course convention (its eval path is the "
@@ -186,6 +200,27 @@ def _batteries(args, module, func, convention):
         return [(f"dropout_param['p'] = {args.p_means} probability", train,
                  eval_func if eval_func is not None else evaluate, backward, {"validates_keep_prob": False})]
     return [("", func, eval_func, None, {})]
+
+
+def _torch_battery(args, module, eval_func):
+    """A torch dropout module knows its keep_prob and contract; the command line must agree."""
+    from . import adapters
+
+    if eval_func is not None:
+        raise UsageError("--eval does not apply to a torch module (its eval mode is the eval path); omit it")
+    train, evaluate = adapters.from_torch(module)
+    try:
+        spec = adapters.torch_spec(module)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if tuple(args.keep_prob) != (spec["keep_prob"],):
+        raise UsageError(f"the module drops with p={module.p}, i.e. keep_prob {spec['keep_prob']:g}; "
+                         f"got --keep-prob {' '.join(f'{v:g}' for v in args.keep_prob)}")
+    if args.contract not in ("inverted", spec["contract"]):  # "inverted" is the default
+        raise UsageError(f"{type(module).__name__} follows the {spec['contract']!r} contract; "
+                         f"got --contract {args.contract}")
+    return (type(module).__name__, train, evaluate, None,
+            {"contract": spec["contract"], "shared_axes": spec["shared_axes"]})
 
 
 def _keep_prob_arg(values):
@@ -224,8 +259,8 @@ def _single_threaded_blas():
 
 
 def _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_prob, seed):
-    kwargs = _verify_kwargs(verify_dropout, keep_prob=keep_prob, contract=args.contract, seed=seed,
-                            backward=backward, **extra)
+    kwargs = _verify_kwargs(verify_dropout, **{"keep_prob": keep_prob, "contract": args.contract,
+                                               "seed": seed, "backward": backward, **extra})
     try:
         return verify_dropout(train, evaluate, **kwargs)
     except (TypeError, ValueError) as exc:
@@ -253,7 +288,8 @@ def run(args):
 
         print(f"stats-dropout verify {args.target}: convention {convention}"
               + (" (detected)" if args.convention == "auto" else "")
-              + f", contract {args.contract}, keep_prob {keep_prob}, seed {seed}")
+              + f", contract {batteries[0][4].get('contract', args.contract)}, keep_prob {keep_prob}, "
+              f"seed {seed}")
         failed = False
         with _single_threaded_blas():
             for title, train, evaluate, backward, extra in batteries:

@@ -87,6 +87,13 @@ def test_correct_course_forward_and_backward_pass(capsys, monkeypatch):
         assert (code, failed) == (1, {"check_invalid_keep_prob"}), out
 
 
+def test_torch_module_target(capsys):
+    pytest.importorskip("torch")
+    code, out, _ = verify(capsys, target("torch_layers.py", "dropout"), "--keep-prob", 0.8)
+    assert code == 0, out
+    assert "convention torch (detected)" in out and "PASSED" in out
+
+
 # --- wiring, with a recording battery -------------------------------------------------------------
 
 def test_plain_wiring_and_eval_option(capsys, recorded):
@@ -144,6 +151,15 @@ def test_cs231n_wiring(capsys, recorded):
     assert np.array_equal(dx != 0, y != 0)
 
 
+def test_torch_channel_module_wiring(capsys, recorded):
+    pytest.importorskip("torch")
+    code, _, _ = verify(capsys, target("torch_layers.py", "channel"), "--keep-prob", 0.5)
+    assert code == 0
+    (call,) = recorded
+    assert (call["keep_prob"], call["contract"], call["shared_axes"]) == (0.5, "inverted", "spatial")
+    assert call["train"].__name__ == "Dropout2d(p=0.5).train" and call["eval"].__name__ == "Dropout2d(p=0.5).eval"
+
+
 def test_forced_convention(capsys, recorded):
     code, out, _ = verify(capsys, target("cs231n_keep.py", "dropout_forward"), "--keep-prob", 0.8,
                           "--convention", "cs231n")
@@ -184,12 +200,19 @@ SYNTAX_ERROR = "def dropout(x, keep_prob):\n    return x *\n"
     (["{plain}:dropout", "--keep-prob", "0.8", "--convention", "course"],
      "does not fit the 'course' convention"),
     (["{broken}:dropout", "--keep-prob", "0.8"], "failed: SyntaxError"),
+    (["{torch}:dropout", "--keep-prob", "0.5"], "drops with p=0.2, i.e. keep_prob 0.8; got --keep-prob 0.5"),
+    (["{torch}:dropout", "--keep-prob", "0.8", "--contract", "moments"],
+     "Dropout follows the 'inverted' contract; got --contract moments"),
+    (["{torch}:dropout", "--keep-prob", "0.8", "--convention", "course"], "--convention course does not apply"),
 ])
 def test_usage_errors(capsys, tmp_path, recorded, argv, message):
     broken = tmp_path / "broken_learner.py"
     broken.write_text(SYNTAX_ERROR)
     paths = {"missing_file": tmp_path / "missing.py", "plain": FIXTURES / "plain_dropout.py",
-             "course": FIXTURES / "course_correct.py", "broken": broken}
+             "course": FIXTURES / "course_correct.py", "broken": broken,
+             "torch": FIXTURES / "torch_layers.py"}
+    if "{torch}" in argv[0]:
+        pytest.importorskip("torch")
     code, out, err = verify(capsys, *[a.format(**paths) for a in argv])
     assert code == 2
     assert recorded == []  # the battery never ran
