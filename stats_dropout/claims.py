@@ -823,7 +823,7 @@ def measure_c16(settings):
             "ci_low": float(last["diff_ci_low"]), "ci_high": float(last["diff_ci_high"]),
             "first_diff": float(table["diff"].iloc[0]), "first_k": int(table["k"].iloc[0]),
             "keep_prob": float(last["keep_prob"]), "n_seeds": int(last["n_seeds"]),
-            "draws": int(last["k"])}
+            "draws": int(last["k"]), "confidence_level": float(last["confidence_level"])}
 
 
 def decide_c16(m):
@@ -1021,7 +1021,10 @@ def evaluate_claim(claim_id, *, seed=0, max_draws=None, keep_prob=0.8, tables=No
         figure=float(v.figure), ci_low=float(v.ci_low), ci_high=float(v.ci_high),
         explanation=v.explanation, measurement=spec["measurement"], seed=settings.seed,
         draws=int(measurement.get("draws", 0)), keep_prob=float(measurement.get("keep_prob", np.nan)),
-        confidence_level=LEVEL, measurement_data=measurement)
+        # Intervals are at LEVEL unless the measurement comes from an experiment table that
+        # states its own level (C16).
+        confidence_level=float(measurement.get("confidence_level", LEVEL)),
+        measurement_data=measurement)
 
 
 def claims_ledger(*, seed=0, max_draws=None, keep_prob=0.8, claim_ids=None, tables=None,
