@@ -19,12 +19,6 @@ from .cli import UsageError
 
 __all__ = ["run", "load_target"]
 
-#: Probe for the course convention: two features, many examples. The course network's
-#: matrix products cost O(features² × examples) per call, so the battery's default
-#: (256, 1024) probe spends ~0.2 s a call in BLAS instead of in the dropout; and thin products
-#: with a few more features already cross OpenBLAS's threading threshold, which on a busy
-#: machine made a call 5x slower (measured: (32768, 2) 3 s per battery, (16384, 4) 21 s).
-COURSE_PROBE_SHAPE = (32768, 2)
 
 #: Hidden layers of the course network that get a battery each.
 COURSE_LAYERS = (1, 2)
@@ -153,12 +147,6 @@ _SIGNATURES = {
 }
 
 
-def _probe(shape, seed):
-    from .scheme_checks import scheme_probe
-
-    return scheme_probe(shape, seed=seed)
-
-
 def _verify_kwargs(verify_dropout, **kwargs):
     """Drop keyword arguments this version of the battery does not take."""
     params = inspect.signature(verify_dropout).parameters
@@ -190,7 +178,7 @@ def _batteries(args, module, func, convention):
                         if backward_func is not None else None)
             out.append((f"layer {layer} (A{layer} after dropout, read from the cache)",
                         adapters.from_course(func, layer=layer), None, backward,
-                        {"example_input": _probe(COURSE_PROBE_SHAPE, args.seed),
+                        {"example_input": adapters.course_probe(args.seed),
                          "validates_keep_prob": False}))
         return out
     if convention == "cs231n":

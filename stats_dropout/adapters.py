@@ -45,11 +45,23 @@ __all__ = [
     "from_cs231n",
     "cs231n_backward",
     "detect_convention",
+    "torch_implementation",
+    "course_implementation",
+    "cs231n_implementation",
+    "course_probe",
     "COURSE_CACHE_FIELDS",
+    "COURSE_PROBE_SHAPE",
 ]
 
 #: Field order of the course's ``cache`` tuple.
 COURSE_CACHE_FIELDS = ("Z1", "D1", "A1", "W1", "b1", "Z2", "D2", "A2", "W2", "b2", "Z3", "A3", "W3", "b3")
+
+#: Probe shape for the course network: two features, many examples. Its matrix products cost
+#: O(features² × examples) per call, so the battery's default (256, 1024) probe spends ~0.2 s
+#: a call in BLAS instead of in the dropout; and thin products with a few more features cross
+#: OpenBLAS's threading threshold, which on a busy 2-core machine made each call 5x slower
+#: (measured per battery: (32768, 2) 3 s, (16384, 4) 21 s).
+COURSE_PROBE_SHAPE = (32768, 2)
 _CACHE_INDEX = {name: i for i, name in enumerate(COURSE_CACHE_FIELDS)}
 
 
@@ -624,3 +636,50 @@ def detect_convention(func):
     if name == "dropout_forward" or "dropout_param" in names:
         return "cs231n"
     return "plain"
+
+
+# --------------------------------------------------------------------------------------------
+# Ready-made Implementations (for parametrize_with_checks and iter_checks)
+# --------------------------------------------------------------------------------------------
+
+def course_probe(seed=0):
+    """The battery's standardised N(0, 1) probe in :data:`COURSE_PROBE_SHAPE`."""
+    from .scheme_checks import scheme_probe
+
+    return scheme_probe(COURSE_PROBE_SHAPE, seed=seed)
+
+
+def torch_implementation(module, *, name=None):
+    """:class:`~stats_dropout.Implementation` of a torch dropout module (see :func:`torch_spec`)."""
+    from .checks import Implementation
+
+    train, evaluate = from_torch(module)
+    return Implementation(train, evaluate, **torch_spec(module), name=name or train.__name__[:-len(".train")])
+
+
+def course_implementation(forward, backward=None, *, layer=1, keep_prob=0.8, name=None):
+    """:class:`~stats_dropout.Implementation` of one layer of a course-style network.
+
+    ``validates_keep_prob`` is False (the course's functions do not check their keep_prob) and
+    the probe is :func:`course_probe`, which keeps the network's matrix products cheap.
+    ``backward``, if given, is ``backward_propagation_with_dropout`` (:func:`course_backward`).
+    """
+    from .checks import Implementation
+
+    train = from_course(forward, layer=layer)
+    grad = course_backward(forward, backward, layer=layer) if backward is not None else None
+    return Implementation(train, None, keep_prob=keep_prob, backward=grad, validates_keep_prob=False,
+                          example_input=course_probe(), name=name or train.__name__)
+
+
+def cs231n_implementation(forward, backward=None, *, p_means="keep", keep_prob=0.8, name=None):
+    """:class:`~stats_dropout.Implementation` of a CS231n-style ``dropout_forward`` (and backward).
+
+    ``validates_keep_prob`` is False: the assignment's layer does not check ``p``.
+    """
+    from .checks import Implementation
+
+    train, evaluate = from_cs231n(forward, p_means=p_means)
+    grad = cs231n_backward(forward, backward, p_means=p_means) if backward is not None else None
+    return Implementation(train, evaluate, keep_prob=keep_prob, backward=grad, validates_keep_prob=False,
+                          name=name or _name_of(forward, "dropout_forward"))

@@ -282,6 +282,28 @@ def test_cs231n_input_validation():
         from_cs231n("dropout_forward")
 
 
+# --- ready-made Implementations -------------------------------------------------------------
+
+def test_course_and_cs231n_implementations_run_the_backward_check():
+    import stats_dropout.checks as checks
+
+    def run(impl, check_id):
+        return dict(checks.iter_checks(impl))[check_id](impl)
+
+    impl = adapters.course_implementation(course.forward_propagation_with_dropout,
+                                          course.backward_propagation_with_dropout, layer=2, keep_prob=0.5)
+    assert impl.validates_keep_prob is False and impl.keep_prob == 0.5
+    assert impl.example_input.shape == adapters.COURSE_PROBE_SHAPE
+    assert run(impl, "check_backward_mask[keep_prob=0.5]").status == "passed"
+    assert run(impl, "check_invalid_keep_prob[keep_prob=0.5]").status == "skipped"
+    broken = adapters.course_implementation(course_no_rescale.forward_propagation_with_dropout,
+                                            course_no_rescale.backward_propagation_with_dropout, layer=2)
+    assert run(broken, "check_backward_mask[keep_prob=0.8]").status == "failed"
+    cs = adapters.cs231n_implementation(cs_keep.dropout_forward, cs_keep.dropout_backward)
+    assert cs.name == "dropout_forward" and cs.eval is not None
+    assert run(cs, "check_backward_mask[keep_prob=0.8]").status == "passed"
+
+
 # --- convention detection ---------------------------------------------------------------------
 
 def test_detect_convention():
@@ -313,6 +335,12 @@ def test_torch_spec_table(torch):
     ]
     for module, expected in table:
         assert adapters.torch_spec(module) == expected, type(module).__name__
+
+
+def test_torch_implementation(torch):
+    impl = adapters.torch_implementation(torch.nn.Dropout2d(0.5))
+    assert (impl.keep_prob, impl.contract, impl.shared_axes, impl.name) == (0.5, "inverted", "spatial",
+                                                                           "Dropout2d(p=0.5)")
 
 
 def test_torch_spec_input_validation(torch):

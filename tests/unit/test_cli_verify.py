@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import stats_dropout.checks
-from stats_dropout import _cli_verify
+from stats_dropout import _cli_verify, adapters
 from stats_dropout.cli import main
 from stats_dropout.results import VerificationResult
 
@@ -123,7 +123,7 @@ def test_course_wiring(capsys, recorded):
     for layer, call in zip((1, 2), recorded):
         assert call["eval"] is None
         assert call["backward"].__name__ == f"backward_propagation_with_dropout[layer={layer}]"
-        assert np.shape(call["example_input"]) == _cli_verify.COURSE_PROBE_SHAPE
+        assert np.shape(call["example_input"]) == adapters.COURSE_PROBE_SHAPE
         x = call["example_input"][:64]
         np.random.seed(0)
         y = call["train"](x, 0.5)  # the adapter really reads that layer of the learner's network
