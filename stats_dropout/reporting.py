@@ -622,6 +622,25 @@ def _versions():
     return versions
 
 
+def _source_revision():
+    """``(commit, dirty)`` of the git checkout holding this package, or ``(None, None)``.
+
+    Numbers depend on the code that drew them, not only on the version string; a reviewer
+    reproducing a report needs the commit.
+    """
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", here],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, bool(status.strip())
+
+
 def _metadata(*, seed, draws, keep_probs, schemes, executor, runtime, summary, experiment_options):
     import datetime
 
@@ -638,6 +657,7 @@ def _metadata(*, seed, draws, keep_probs, schemes, executor, runtime, summary, e
                   "tost_margin": float(summary["tost_margin"].iloc[0]),
                   "confidence_level": float(summary["confidence_level"].iloc[0])},
         "versions": _versions(),
+        "source": dict(zip(("git_commit", "uncommitted_changes"), _source_revision())),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "runtime_seconds": round(runtime, 1),
     }
@@ -779,7 +799,8 @@ has an interval missing 0 by chance; the TOST verdict is the decision). Ledger i
 <code>confidence_level</code>, <code>pvalue</code>, <code>rejected</code>).</li>
 <li><b>Probe.</b> Sweep cells use a standardised normal array of shape (32, 4, 8): batch,
 channels or time, features.</li>
-<li><b>Versions.</b> {escape(versions)}.</li>
+<li><b>Versions.</b> {escape(versions)}; source commit
+<code>{escape(str(metadata['source']['git_commit']))}</code>{' (with uncommitted changes)' if metadata['source']['uncommitted_changes'] else ''}.</li>
 <li><b>Run.</b> {escape(metadata['timestamp'])}, {metadata['runtime_seconds']} s.
 Options: {escape(json.dumps(options))}. Full details in <code>metadata.json</code>.</li>
 </ul>

@@ -160,7 +160,7 @@ def test_report_files(report_dir):
     meta = json.loads((report_dir / "metadata.json").read_text())
     assert meta["seed"] == 0 and meta["options"]["draws"] == 2000
     assert {"numpy", "scipy", "pandas", "matplotlib", "python"} <= set(meta["versions"])
-    assert "timestamp" in meta
+    assert "timestamp" in meta and "git_commit" in meta["source"]
 
 
 def test_html_is_self_contained(report_dir):
