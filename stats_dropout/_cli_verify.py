@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import math
 import os
 import sys
 
@@ -148,7 +149,12 @@ _SIGNATURES = {
 
 
 def _verify_kwargs(verify_dropout, **kwargs):
-    """Drop keyword arguments this version of the battery does not take."""
+    """Drop keyword arguments this version of the battery does not take.
+
+    ``validates_keep_prob=False`` (course and CS231n code never checks its keep_prob) is only
+    honoured by a battery whose ``verify_dropout`` accepts it; otherwise
+    ``check_invalid_keep_prob`` fails for such code.
+    """
     params = inspect.signature(verify_dropout).parameters
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return kwargs
@@ -201,14 +207,15 @@ def _torch_battery(args, module, eval_func):
         spec = adapters.torch_spec(module)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    if tuple(args.keep_prob) != (spec["keep_prob"],):
+    # 1 - p rounds (1 - 0.7 is 0.30000000000000004): agree up to rounding, then use the module's.
+    if len(args.keep_prob) != 1 or not math.isclose(args.keep_prob[0], spec["keep_prob"], rel_tol=1e-9):
         raise UsageError(f"the module drops with p={module.p}, i.e. keep_prob {spec['keep_prob']:g}; "
                          f"got --keep-prob {' '.join(f'{v:g}' for v in args.keep_prob)}")
     if args.contract not in ("inverted", spec["contract"]):  # "inverted" is the default
         raise UsageError(f"{type(module).__name__} follows the {spec['contract']!r} contract; "
                          f"got --contract {args.contract}")
     return (type(module).__name__, train, evaluate, None,
-            {"contract": spec["contract"], "shared_axes": spec["shared_axes"]})
+            {"keep_prob": spec["keep_prob"], "contract": spec["contract"], "shared_axes": spec["shared_axes"]})
 
 
 def _keep_prob_arg(values):

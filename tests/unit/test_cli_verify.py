@@ -160,6 +160,13 @@ def test_torch_channel_module_wiring(capsys, recorded):
     assert call["train"].__name__ == "Dropout2d(p=0.5).train" and call["eval"].__name__ == "Dropout2d(p=0.5).eval"
 
 
+def test_torch_keep_prob_agrees_up_to_rounding(capsys, recorded):
+    pytest.importorskip("torch")
+    code, _, err = verify(capsys, target("torch_layers.py", "mostly_dropped"), "--keep-prob", 0.3)
+    assert code == 0, err
+    assert recorded[0]["keep_prob"] == 1 - 0.7  # the module's own value
+
+
 def test_forced_convention(capsys, recorded):
     code, out, _ = verify(capsys, target("cs231n_keep.py", "dropout_forward"), "--keep-prob", 0.8,
                           "--convention", "cs231n")
