@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats as sps
 
 from ._contracts import CONTRACTS, ContractModel
+from ._parametrize import parametrize_with_checks  # noqa: F401 (DESIGN.md: the battery's pytest entry point)
 from ._evidence import Collector
 from ._validation import choice_iv, float_array_iv, keep_prob_iv, probability_iv, seed_iv
 from .diagnosis import diagnose
@@ -48,6 +49,7 @@ __all__ = [
     "Implementation",
     "verify_dropout",
     "iter_checks",
+    "parametrize_with_checks",
     "KEEP_RATE_ERROR",
     "RELATIVE_MEAN_ERROR",
     "verify_scheme",
