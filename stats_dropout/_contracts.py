@@ -65,6 +65,18 @@ class ContractModel:
             return a * x + b
         return x / p if self.name == "inverted" else x * 1.0
 
+    def kept_magnitude(self, x, p):
+        """Size of the terms that make up a kept value, for floating-point tolerances.
+
+        Alpha dropout's kept value ``a·x + b`` can be near 0 while ``a·x`` and ``b`` are not;
+        implementations that evaluate it in another order (torch) differ by a few ulp of those
+        terms, not of their sum.
+        """
+        if self.noise == "alpha":
+            a, b = theory.alpha_affine(p)
+            return np.abs(a * x) + abs(b)
+        return np.abs(self.kept_value(x, p))
+
     def expected_scale(self, p):
         """Kept value per unit of input: ``1/p``, ``1`` or alpha's ``a``."""
         if self.noise == "alpha":

@@ -210,7 +210,7 @@ class Collector:
         self.dropped = self.c.dropped_value(x, self.p)
         self.kept_value = self.c.kept_value(x, self.p)
         self.kept_tol = self.tol * np.maximum(np.abs(self.dropped), np.abs(x))
-        self.scale_tol = self.tol * np.abs(self.kept_value) + np.finfo(np.float64).tiny
+        self.scale_tol = self.tol * self.c.kept_magnitude(x, self.p) + np.finfo(np.float64).tiny
         self.all_observable = bool(self.observable.all())
         self.entries_obs = _mask_entries(self.observable, self.axes)
         ev.entry_counts = np.zeros(self.entries_obs.shape, dtype=np.int64)

@@ -868,7 +868,7 @@ def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate
 
 
 def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_input, backward,
-                       false_fail_rate, false_pass_rate, seed):
+                       false_fail_rate, false_pass_rate, seed, validates_keep_prob):
     if not callable(train):
         raise TypeError(f"`train` must be callable (x -> y or (x, keep_prob) -> y); got {train!r}")
     if eval is not None and not callable(eval):
@@ -887,12 +887,14 @@ def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_in
     rates = _battery_iv(false_fail_rate, false_pass_rate, seed)
     impl = Implementation(train, eval, keep_prob=values if len(values) > 1 else values[0],
                           contract=contract, shared_axes=tuple(shared_axes) if not isinstance(shared_axes, str)
-                          else shared_axes, backward=backward, example_input=example_input)
+                          else shared_axes, backward=backward, example_input=example_input,
+                          validates_keep_prob=bool(validates_keep_prob))
     return impl, rates
 
 
 def verify_dropout(train, eval=None, *, keep_prob, contract="inverted", shared_axes=(), example_input=None,
-                   false_fail_rate=1e-6, false_pass_rate=1e-3, seed=0, backward=None):
+                   false_fail_rate=1e-6, false_pass_rate=1e-3, seed=0, backward=None,
+                   validates_keep_prob=True):
     """Run the battery on a dropout implementation.
 
     Parameters
@@ -920,6 +922,9 @@ def verify_dropout(train, eval=None, *, keep_prob, contract="inverted", shared_a
     seed : int, default 0
     backward : callable, optional
         ``backward(x, upstream, keep_prob) -> (y, grad)``.
+    validates_keep_prob : bool, default True
+        Whether ``train(x, keep_prob)`` promises to reject keep_prob outside (0, 1]; False
+        (course-style code that never validates) skips ``check_invalid_keep_prob``.
 
     Returns
     -------
@@ -939,7 +944,7 @@ def verify_dropout(train, eval=None, *, keep_prob, contract="inverted", shared_a
     """
     impl, (alpha, beta, seed) = _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes,
                                                    example_input, backward, false_fail_rate,
-                                                   false_pass_rate, seed)
+                                                   false_pass_rate, seed, validates_keep_prob)
     run = _Run(impl, seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
     results = []
     for k, p in enumerate(run.keep_probs):

@@ -370,17 +370,12 @@ def test_torch_dropout_train_and_eval(torch, dtype):
     assert np.array_equal(train(x), y)  # draws from torch's global RNG, which the battery seeds
 
 
-ALPHA_ROUNDING = pytest.mark.xfail(
-    strict=True, reason="battery: check_kept_scale compares alpha dropout's affine kept values with an "
-                        "8-ulp relative tolerance; torch's operation order differs by a few ulp of b, which "
-                        "is large relative to outputs near 0. Remove this mark once the check allows it.")
-
-
 @pytest.mark.parametrize("make", [
     lambda nn: nn.Dropout(0.2),
     lambda nn: nn.Dropout2d(0.2),
-    pytest.param(lambda nn: nn.AlphaDropout(0.2), marks=ALPHA_ROUNDING),
-], ids=["Dropout", "Dropout2d", "AlphaDropout"])
+    lambda nn: nn.AlphaDropout(0.2),
+    lambda nn: nn.FeatureAlphaDropout(0.2),
+], ids=["Dropout", "Dropout2d", "AlphaDropout", "FeatureAlphaDropout"])
 def test_torch_modules_pass_the_battery(torch, make):
     import stats_dropout as sd
 
