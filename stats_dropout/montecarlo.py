@@ -7,6 +7,15 @@ vectorised pass and merged into the running moments with Chan et al.'s pairwise 
 block order. Peak memory is therefore a few blocks whatever the number of draws, and the result
 is bit-identical for any number of workers.
 
+``workers > 1`` runs blocks on threads (numpy releases the GIL in their arithmetic) through a
+window of ``2·workers`` blocks that are merged in order as they finish, so parallel runs stay
+as memory-flat as serial ones. Only vectorised trains (``sample_train``) run in parallel: a
+callable on a global RNG must be called in sequence to be reproducible.
+
+Where a statistic is linear in the masks, :func:`estimate_masked_matmul_moments` averages the
+masks instead of the statistic — ``mean_d (D_d∘A/p) W = (D̄∘A/p) W`` exactly, up to rounding —
+and replaces ``draws`` matrix products by one.
+
 References
 ----------
 .. [1] T. F. Chan, G. H. Golub, R. J. LeVeque, "Updating formulae and a pairwise algorithm for

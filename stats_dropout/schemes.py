@@ -110,25 +110,25 @@ def _chunks(rows, cols):
 
 
 def _apply_mask(out, x, keep, divisor):
-    """``out = keep · x / divisor`` computed in float64 and cast to ``out.dtype``.
+    """``out = keep · x / divisor``, the division in float64, rounded once to ``out.dtype``.
 
     A kept unit is exactly ``fl(x / keep_prob)`` (a division, not a multiplication by
-    ``1/keep_prob``), and a dropped unit is ``±0`` with the sign of ``x``; narrower dtypes are
-    rounded once from float64, as ``astype`` would. Dividing first and then multiplying by the
-    mask in place is the fast order (the second pass runs in cache, on one dtype), but it turns
-    a dropped unit whose ``x / keep_prob`` overflows into ``0 · inf = nan``; a nan maximum of
-    the chunk detects that (cheaply, in cache) and the chunk is redone in the safe order.
+    ``1/keep_prob``), correctly rounded to float16/float32 from float64 as ``astype`` would,
+    and a dropped unit is ``±0`` with the sign of ``x``. Dividing first and masking second is
+    the fast order (the mask pass runs in cache and writes the output dtype directly), but it
+    turns a dropped unit whose ``x / keep_prob`` overflows into ``0 · inf = nan`` (the caller
+    silences that warning); a nan maximum of the chunk detects it, cheaply and in cache, and
+    the chunk is redone in the safe order.
     """
-    work = out if out.dtype == np.float64 else np.empty(out.shape, dtype=np.float64)
     if divisor == 1.0:
+        np.multiply(x, keep, out=out)  # x · 1 and x · 0 are exact in x's own dtype
+        return
+    work = out if out.dtype == np.float64 else np.empty(out.shape, dtype=np.float64)
+    np.divide(x, divisor, out=work, dtype=np.float64)
+    np.multiply(work, keep, out=out, casting="same_kind")
+    if out.size and np.isnan(np.maximum.reduce(out, axis=None)):  # maximum propagates nan
         np.multiply(x, keep, out=work, dtype=np.float64)
-    else:
-        np.divide(x, divisor, out=work, dtype=np.float64)
-        np.multiply(work, keep, out=work)  # 0 · inf = nan here is silenced by the caller, redone below
-        if work.size and np.isnan(np.maximum.reduce(work, axis=None)):  # maximum propagates nan
-            np.multiply(x, keep, out=work, dtype=np.float64)
-            np.divide(work, divisor, out=work)
-    if work is not out:
+        np.divide(work, divisor, out=work)
         np.copyto(out, work, casting="same_kind")
 
 
