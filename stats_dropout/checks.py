@@ -32,6 +32,7 @@ from scipy import stats as sps
 from ._contracts import CONTRACTS, ContractModel
 from ._parametrize import parametrize_with_checks  # noqa: F401 (DESIGN.md: the battery's pytest entry point)
 from ._evidence import Collector
+from ._rng import seeded_global_rngs
 from ._validation import choice_iv, float_array_iv, keep_prob_iv, probability_iv, seed_iv
 from .diagnosis import diagnose
 from .montecarlo import RunningMoments
@@ -279,9 +280,9 @@ def _failed(check, p, message, decision=None):
 def _from_decision(check, p, decision, hint=""):
     if not decision.rejected:
         return _passed(check, p, decision)
-    level = 100 * decision.confidence_level
-    msg = (f"{decision.property}: estimate {decision.estimate:.6g} ({level:.6g}% CI "
-           f"[{decision.ci_low:.6g}, {decision.ci_high:.6g}]) differs from {decision.expected:.6g} "
+    msg = (f"{decision.property}: estimate {decision.estimate:.6g} (CI at confidence "
+           f"1 − {decision.false_fail_rate:.2g}: [{decision.ci_low:.6g}, {decision.ci_high:.6g}]) "
+           f"differs from {decision.expected:.6g} "
            f"(p = {decision.pvalue:.3g}; false-fail rate {decision.false_fail_rate:.2g}; smallest "
            f"detectable {decision.effect_units} error {decision.min_detectable_effect:.3g} at "
            f"false-pass rate {decision.false_pass_rate:.2g}).")
@@ -337,7 +338,10 @@ def _eval_ratio(run, p):
 
 def _hint(run, p):
     found = _diagnosis(run, p)
-    return ("Likely cause: " + "; ".join(found) + ".") if found else ""
+    if not found:
+        return ""
+    text = "Likely cause: " + "; ".join(found)
+    return text if text.endswith(("?", ".")) else text + "."
 
 
 # --- exact checks ---------------------------------------------------------------------------
@@ -829,7 +833,15 @@ assert tuple(f.__name__ for f in STATISTICAL) == STATISTICAL_CHECKS
 _ONCE = {"check_keep_prob_one", "check_invalid_keep_prob"}  # do not depend on the tested keep_prob
 
 
-# --- entry points ---------------------------------------------------------------------------
+# --- entry points -------------------------------------------------------------------------
+def _run_check(fn, run, p):
+    try:
+        return fn(run, p)
+    except Exception as exc:  # noqa: BLE001 — a battery bug must fail loudly, never pass or crash
+        return _failed(fn.__name__, p, f"the check itself raised {type(exc).__name__}: {exc}; "
+                                       "please report this to stats_dropout.")
+
+
 def _battery_iv(false_fail_rate, false_pass_rate, seed):
     return (probability_iv(false_fail_rate, "false_fail_rate"),
             probability_iv(false_pass_rate, "false_pass_rate"), seed_iv(seed))
@@ -856,11 +868,8 @@ def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate
 
             def check(im, _fn=fn, _p=p):
                 run = _run_for(_implementation_iv(im), seed, false_fail_rate, false_pass_rate)
-                try:
-                    return _fn(run, _p)
-                except Exception as exc:  # noqa: BLE001 — a battery bug must not look like a pass
-                    return _failed(_fn.__name__, _p, f"the check itself raised {type(exc).__name__}: "
-                                                     f"{exc}; please report this to stats_dropout.")
+                with seeded_global_rngs(seed):
+                    return _run_check(_fn, run, _p)
 
             check.__name__ = fn.__name__
             out.append((_name(fn.__name__, p), check))
@@ -947,15 +956,14 @@ def verify_dropout(train, eval=None, *, keep_prob, contract="inverted", shared_a
                                                    false_pass_rate, seed, validates_keep_prob)
     run = _Run(impl, seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
     results = []
-    for k, p in enumerate(run.keep_probs):
-        for fn in EXACT_CHECKS + STATISTICAL:
-            if fn.__name__ in _ONCE and k > 0:
-                continue
-            try:
-                results.append(fn(run, p))
-            except Exception as exc:  # noqa: BLE001 — never let the battery crash silently
-                results.append(_failed(fn.__name__, p, f"the check itself raised {type(exc).__name__}: {exc}; "
-                                                       "please report this to stats_dropout."))
+    # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:
+    # seed the global RNGs for them as well, and give the caller's RNG state back afterwards.
+    with seeded_global_rngs(seed):
+        for k, p in enumerate(run.keep_probs):
+            for fn in EXACT_CHECKS + STATISTICAL:
+                if fn.__name__ in _ONCE and k > 0:
+                    continue
+                results.append(_run_check(fn, run, p))
     warn = []
     if all(p == 0.5 for p in run.keep_probs):
         warn.append("only keep_prob = 0.5 was tested: there a keep/drop swap (rand > keep_prob) is identical "

@@ -120,7 +120,7 @@ class Decision:
         verdict = "REJECTED" if self.rejected else "not rejected"
         return (
             f"{self.property}: {verdict} — estimate {self.estimate:.6g} vs expected "
-            f"{self.expected:.6g}, {100 * self.confidence_level:.6g}% CI "
+            f"{self.expected:.6g}, CI at confidence 1 − {self.false_fail_rate:.2g} "
             f"[{self.ci_low:.6g}, {self.ci_high:.6g}], p = {self.pvalue:.3g} "
             f"({self.method}; n = {self.n}; false-fail rate {self.false_fail_rate:.3g}; "
             f"smallest detectable {self.effect_units} error {self.min_detectable_effect:.3g} "

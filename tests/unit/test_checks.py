@@ -1,0 +1,88 @@
+"""Battery mechanics: ids, result tables, robustness to broken implementations, RNG hygiene."""
+
+import numpy as np
+import pytest
+
+import stats_dropout as sd
+from stats_dropout.checks import ASYMMETRIC_KEEP_PROBS, probe_shape
+
+PROBE = sd.scheme_checks.scheme_probe((64, 256), seed=5)
+
+
+def good(x, keep_prob):
+    if not 0 < keep_prob <= 1:
+        raise ValueError("keep_prob")
+    return x * (np.random.rand(*x.shape) < keep_prob) / keep_prob
+
+
+def test_iter_checks_ids_and_keep_probs():
+    impl = sd.Implementation(good, keep_prob=0.5)
+    assert impl.keep_probs() == (0.5, ASYMMETRIC_KEEP_PROBS[0])
+    assert sd.Implementation(good, keep_prob=0.8).keep_probs() == (0.8, 0.3)
+    assert sd.Implementation(lambda x: x, keep_prob=0.5).keep_probs() == (0.5,)
+    ids = [name for name, _ in sd.iter_checks(impl)]
+    assert "check_keep_rate[keep_prob=0.8]" in ids
+    assert ids.count("check_invalid_keep_prob[keep_prob=0.5]") == 1
+    assert not any(i.startswith("check_invalid_keep_prob[keep_prob=0.8]") for i in ids)
+
+
+def test_checks_from_iter_checks_match_verify_dropout():
+    impl = sd.Implementation(good, keep_prob=0.8, example_input=PROBE)
+    checks = dict(sd.iter_checks(impl))
+    res = checks["check_keep_rate[keep_prob=0.8]"](impl)
+    assert res.status == "passed" and res.decision.n > 0
+
+
+def test_result_frame_and_text():
+    res = sd.verify_dropout(good, lambda x: x.copy(), keep_prob=0.8, example_input=PROBE)
+    frame = res.to_frame()
+    assert list(frame.columns) == ["check", "keep_prob", "status", "estimate", "expected", "ci_low", "ci_high",
+                                   "pvalue", "min_detectable_effect", "n", "message"]
+    assert set(frame["status"]) <= {"passed", "skipped"}
+    text = str(res)
+    assert "PASSED" in text and "seed 0" in text and "check_keep_rate[keep_prob=0.3]" in text
+
+
+@pytest.mark.parametrize("train, check, fragment", [
+    (lambda x: 1 / 0, "check_output_shape_dtype", "ZeroDivisionError"),
+    (lambda x: x[:1], "check_output_shape_dtype", "shape (1, 256)"),
+    (lambda x: x * np.nan, "check_finite_output", "NaN"),
+    (lambda x: "not an array", "check_output_shape_dtype", "shape ()"),
+])
+def test_broken_implementations_fail_without_crashing(train, check, fragment):
+    res = sd.verify_dropout(train, keep_prob=0.8, example_input=PROBE)
+    assert not res.passed
+    failed = {c.check.split("[")[0]: c for c in res.failed_checks}
+    assert fragment in failed[check].message
+    statistical = [c for c in res.checks if c.check.startswith("check_keep_rate[")]
+    assert all(c.status == "skipped" for c in statistical)
+
+
+def test_user_input_and_global_rng_untouched():
+    x = PROBE.copy()
+    np.random.seed(77)
+    state = np.random.get_state()[1].copy()
+    sd.verify_dropout(good, keep_prob=0.8, example_input=x)
+    np.testing.assert_array_equal(x, PROBE)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+def test_same_seed_same_result_different_seed_different_draws():
+    a = sd.verify_dropout(good, keep_prob=0.8, example_input=PROBE, seed=1).to_frame()
+    b = sd.verify_dropout(good, keep_prob=0.8, example_input=PROBE, seed=1).to_frame()
+    c = sd.verify_dropout(good, keep_prob=0.8, example_input=PROBE, seed=2).to_frame()
+    assert a.equals(b)
+    assert not a["estimate"].equals(c["estimate"])
+
+
+def test_probe_shapes_have_2_to_the_18_elements():
+    for axes in [(), "spatial", "non_batch", (0,), (1,), (2,), (-1,)]:
+        assert int(np.prod(probe_shape(axes))) == 2**18
+
+
+def test_skipped_checks_say_why():
+    res = sd.verify_dropout(sd.get_scheme("gaussian").bind(0.8), keep_prob=0.8, contract="gaussian")
+    assert res.passed
+    skipped = {c.check.split("[")[0]: c.message for c in res.checks if c.status == "skipped"}
+    assert "no keep/drop mask" in skipped["check_kept_scale"]
+    assert "no eval path" in skipped["check_eval_contract"]
