@@ -75,3 +75,23 @@ def test_battery_false_fail_rate_on_correct_implementations():
         failures += not res.passed
     print(f"\nbattery: {failures} of 200 seeds failed at total false-fail rate 0.05")
     assert failures <= stats.binom.isf(1e-6, 200, 0.05)
+
+
+def test_correct_implementations_pass_at_the_default_level_on_200_seeds():
+    # The default battery (total false-fail rate 1e-6) must pass a correct numpy implementation
+    # and the reference scheme on every one of 200 seeds.
+    def dropout(x, keep_prob):
+        if not 0 < keep_prob <= 1:
+            raise ValueError("keep_prob")
+        return np.where(np.random.rand(*x.shape) < keep_prob, x / keep_prob, 0.0)
+
+    probe = sd.scheme_checks.scheme_probe((64, 256), seed=3)
+    reference = sd.get_scheme("inverted").bind(0.7)
+    failures = []
+    for seed in range(200):
+        for train, p in ((dropout, 0.8), (reference, 0.7)):
+            res = sd.verify_dropout(train, keep_prob=p, seed=seed, example_input=probe)
+            if not res.passed:
+                failures.append((seed, [c.check for c in res.failed_checks]))
+    print(f"\ndefault battery: {len(failures)} failures over 2 x 200 seeds: {failures}")
+    assert not failures
