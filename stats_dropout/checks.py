@@ -901,21 +901,24 @@ def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_in
     return impl, rates
 
 
-def verify_dropout(train, eval=None, *, keep_prob, contract="inverted", shared_axes=(), example_input=None,
+def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", shared_axes=(), example_input=None,
                    false_fail_rate=1e-6, false_pass_rate=1e-3, seed=0, backward=None,
                    validates_keep_prob=True):
     """Run the battery on a dropout implementation.
 
     Parameters
     ----------
-    train : callable
+    train : callable or Implementation
         ``f(x)`` or ``f(x, keep_prob)``: one stochastic train pass drawing its own randomness.
         The battery seeds numpy's global RNG and torch's (if imported) from ``seed`` and
-        restores them afterwards.
+        restores them afterwards. An :class:`Implementation` (e.g. from
+        ``stats_dropout.adapters.course_implementation``) carries everything up to
+        ``backward``; then only the error rates and ``seed`` are read from the arguments.
     eval : callable, optional
         The inference path, ``f(x)`` or ``f(x, keep_prob)``.
     keep_prob : float or sequence of float
-        Keep probability of the implementation (for ``f(x)``) or values to test (for
+        Required unless ``train`` is an Implementation. Keep probability of the
+        implementation (for ``f(x)``) or values to test (for
         ``f(x, keep_prob)``, which is also tested at 0.8 or 0.3 so that at least two values,
         one of them asymmetric, are tested — a keep/drop swap is invisible at 0.5).
     contract : {"inverted", "standard", "gaussian", "moments"}
@@ -951,9 +954,13 @@ def verify_dropout(train, eval=None, *, keep_prob, contract="inverted", shared_a
     >>> sd.verify_dropout(dropout, lambda x: x.copy(), keep_prob=0.8).passed
     True
     """
-    impl, (alpha, beta, seed) = _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes,
-                                                   example_input, backward, false_fail_rate,
-                                                   false_pass_rate, seed, validates_keep_prob)
+    if isinstance(train, Implementation):
+        impl = _implementation_iv(train)
+        alpha, beta, seed = _battery_iv(false_fail_rate, false_pass_rate, seed)
+    else:
+        impl, (alpha, beta, seed) = _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes,
+                                                       example_input, backward, false_fail_rate,
+                                                       false_pass_rate, seed, validates_keep_prob)
     run = _Run(impl, seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
     results = []
     # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:

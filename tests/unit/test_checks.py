@@ -86,3 +86,10 @@ def test_skipped_checks_say_why():
     skipped = {c.check.split("[")[0]: c.message for c in res.checks if c.status == "skipped"}
     assert "no keep/drop mask" in skipped["check_kept_scale"]
     assert "no eval path" in skipped["check_eval_contract"]
+
+
+def test_verify_dropout_accepts_an_implementation():
+    impl = sd.Implementation(good, lambda x: x.copy(), keep_prob=0.8, example_input=PROBE)
+    res = sd.verify_dropout(impl)
+    assert res.passed
+    assert {c.keep_prob for c in res.checks} == {0.8, 0.3}
