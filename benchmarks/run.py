@@ -116,8 +116,12 @@ def bench_train(table, n, rounds, torch, dtype):
         c["torch F.dropout"] = lambda: F.dropout(xt, 1 - KEEP, training=True)
         bases.append("torch F.dropout")
     bases.append("x * 1.0 (memory bound)")
+    # What the lead's input validation (a finiteness pass over x) costs inside train().
+    c["inverted._sample (no validation)"] = lambda: inverted._sample(x, KEEP, rng, None)
     t = best_times(c, rounds)
-    table.speed(f"train pass, {n:.0e} {np.dtype(dtype).name}", n, t, "inverted.train", bases)
+    what = f"train pass, {n:.0e} {np.dtype(dtype).name}"
+    table.speed(what, n, t, "inverted.train", bases)
+    table.speed(what, n, t, "inverted._sample (no validation)", bases[:2])
 
 
 def bench_sample_train(table, n, rounds, torch):
@@ -204,6 +208,62 @@ def bench_linearity(table, rounds):
     table.speed(what, 0, t, "masked_matmul (binomial)", ["direct: per-draw products"])
 
 
+_MEMORY_SCRIPT = """
+import json, resource, sys, tracemalloc
+import numpy as np
+import stats_dropout as sd
+
+
+def peak_rss_kib():
+    # VmHWM is this address space's peak and restarts at exec; ru_maxrss survives exec and
+    # can report the parent's (pytest's) size instead of ours.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+draws, workers = int(sys.argv[1]), int(sys.argv[2])
+x = np.random.default_rng(0).standard_normal(4096)
+layer = sd.get_scheme("inverted").bind(0.8)
+tracemalloc.start()
+sd.estimate_train_moments(layer, x, draws=draws, seed=1, workers=workers)
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print(json.dumps({"traced": peak, "maxrss_kib": peak_rss_kib()}))
+"""
+
+
+def bench_memory(table, draws):
+    """Peak memory of estimate_train_moments at ``draws`` and 10× ``draws``, each in a fresh process."""
+    import json
+
+    try:
+        import resource  # noqa: F401 (POSIX only)
+    except ImportError:
+        table.note("memory, 10× draws", "needs the POSIX `resource` module")
+        return
+    for workers in (1, 2):
+        peaks = []
+        for k in (draws, 10 * draws):
+            out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(k), str(workers)],
+                                 capture_output=True, text=True, check=True)
+            peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        traced = [p["traced"] / 2**20 for p in peaks]
+        rss = [p["maxrss_kib"] / 2**10 for p in peaks]
+        table.rows.append((
+            f"memory, moments of {draws:,} vs {10 * draws:,} draws of 4,096 (workers={workers})",
+            "estimate_train_moments",
+            f"{traced[0]:.1f} → {traced[1]:.1f} MiB traced",
+            f"RSS {rss[0]:.0f} → {rss[1]:.0f} MiB",
+            f"10× draws: {traced[1] / traced[0]:.2f}× traced peak, {rss[1] / rss[0]:.2f}× peak RSS "
+            f"(all draws in memory: {draws * 4096 * 8 / 2**20:,.0f} → {10 * draws * 4096 * 8 / 2**20:,.0f} MiB)",
+        ))
+
+
 def probe_pass_times(rounds, torch):
     """One naive (and one torch) train pass over the battery's (256, 1024) probe."""
     x = np.random.default_rng(0).standard_normal((256, 1024))
@@ -249,6 +309,25 @@ def environment():
             + f"{os.cpu_count()} CPUs ({platform.machine()}), load average at start {load[0]:.2f}")
 
 
+NOTES = """## Reading the table
+
+- *Masks* are exact (integer thresholds, proven by enumeration in `tests/unit/test_masks.py`)
+  and cost about 8 random bits per element: the top byte of the threshold comparison decides
+  all but 1/256 of the elements.
+- A *train pass* over 10^7 float64 values cannot beat `x * 1.0`, one read of x and one write
+  of a fresh output (the machine's memory bound). On top of that it pays the random bits, the
+  mask, an exact division by `keep_prob` (kept units are `fl(x / p)`, not `x * (1/p)`) and the
+  input validation of `DropoutScheme.train` (a finiteness pass over x, shown separately as
+  `_sample`). Inputs that fit in cache (10^6) are not memory bound: run with `--quick` to see.
+- *Moments* stream in blocks of 2^20 elements; their peak memory does not grow with the number
+  of draws (memory rows: traced peak and peak RSS of a fresh process at 1× and 10× draws).
+- *workers=2* only helps when the second core is idle; timings on a shared machine vary, which
+  is why every row keeps the best of interleaved rounds and prints the load average.
+- *E[(D∘A/p)W]* uses linearity: the mean of the masks, then one matrix product (exact up to
+  rounding, tested against the per-draw products in `tests/unit/test_montecarlo_scale.py`).
+"""
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, no report, no file (default: off)")
@@ -268,6 +347,7 @@ def main(argv=None):
     bench_sample_train(table, n, rounds, torch)
     bench_moments(table, n * 2, max(3, rounds // 2), torch)
     bench_linearity(table, rounds)
+    bench_memory(table, 2_000 if args.quick else 20_000)
     units = probe_pass_times(rounds, torch)
     bench_battery(table, rounds, units)
     if not (args.quick or args.no_report):
@@ -285,7 +365,7 @@ def main(argv=None):
             f"Environment: {env}.\n\n"
             "Ratios are baseline time / stats_dropout time, measured in the same process, best of\n"
             "interleaved rounds. Cost rows give a time in units of one train pass over the same probe.\n\n"
-            + text + "\n\n" + footer + "\n"
+            + text + "\n\n" + footer + "\n\n" + NOTES
         )
         print(f"wrote {args.out}")
 
