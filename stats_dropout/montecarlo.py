@@ -37,11 +37,11 @@ from .results import TrainMoments
 from .schemes import BoundScheme, _mask_chunks, keep_threshold
 
 __all__ = [
-    "estimate_train_moments",
-    "estimate_statistic_moments",
-    "estimate_masked_matmul_moments",
-    "block_draws",
     "RunningMoments",
+    "block_draws",
+    "estimate_masked_matmul_moments",
+    "estimate_statistic_moments",
+    "estimate_train_moments",
 ]
 
 #: Elements (draws × input size) per block: 2^20 float64 values = 8 MiB per sample array.

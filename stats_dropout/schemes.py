@@ -47,7 +47,7 @@ def keep_threshold(keep_prob):
         scaled = keep_prob * 2.0**bits
         if scaled == int(scaled):
             return int(scaled), bits, dtype
-    return int(round(keep_prob * 2.0**32)), 32, np.uint32
+    return round(keep_prob * 2.0**32), 32, np.uint32
 
 
 # --- fast exact masks ------------------------------------------------------------------------

@@ -81,7 +81,8 @@ def test_dask_scheduler_address_and_client():
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
-        by_address = map_cells(_cell_estimate, CELLS[:4], executor="dask", scheduler=cluster.scheduler_address)
+        address = cluster.scheduler_address
+        by_address = map_cells(_cell_estimate, CELLS[:4], executor="dask", scheduler=address)
         with distributed.Client(cluster) as client:
             by_client = map_cells(_cell_estimate, CELLS[:4], executor="dask", scheduler=client)
             assert client.status == "running"  # the caller's client is left open
