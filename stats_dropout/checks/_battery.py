@@ -1,0 +1,384 @@
+"""The battery: the implementation under test, its error budget and evidence, the entry points."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+
+import numpy as np
+
+from .._contracts import CONTRACTS, ContractModel
+from .._evidence import Collector
+from .._rng import seeded_global_rngs
+from .._validation import choice_iv, float_array_iv, keep_prob_iv, probability_iv, seed_iv
+from ..results import VerificationResult
+from ..scheme_checks import scheme_probe
+from ..stats import min_draws_for_mean_error, min_trials_for_keep_rate_error
+from . import exact, statistical
+from ._common import _diagnosis, _failed, check_id
+
+#: Default power targets (issue: "detect a keep-rate error of 0.002 and a mean error of 0.5 %").
+KEEP_RATE_ERROR = 0.002
+RELATIVE_MEAN_ERROR = 0.005
+#: Keep probabilities added for implementations that take keep_prob: asymmetric, so a keep/drop
+#: swap (identical in law at 0.5) is visible.
+ASYMMETRIC_KEEP_PROBS = (0.8, 0.3)
+MIN_DRAWS = 10
+NORMAL_UNITS = 1000
+MAX_DRAWS = 2_000
+DEFAULT_PROBE_SHAPE = (256, 1024)
+
+
+def probe_shape(shared_axes):
+    """Default probe shape: 2^18 elements, shared axes of length 2.
+
+    Keep-rate power depends on the number of *independent* mask entries, so shared axes are
+    kept short and the free axes long: (256, 1024) without sharing, (256, 256, 2, 2) for
+    channel dropout, (2, 131072) for one mask per batch, (256, 2, 512) for a mask shared over
+    time (batch, time, features), (65536, 4) for one mask per sample.
+    """
+    if shared_axes == "spatial":
+        return (256, 256, 2, 2)
+    if shared_axes == "non_batch":
+        return (65536, 4)
+    if not shared_axes:
+        return DEFAULT_PROBE_SHAPE
+    axes = tuple(shared_axes)
+    ndim = max(2, max(a if a >= 0 else -a - 1 for a in axes) + 2) if any(a > 0 for a in axes) else 2
+    resolved = {a % ndim for a in axes}
+    free = [i for i in range(ndim) if i not in resolved]
+    shape = [2] * ndim
+    budget = 2**18 // 2 ** len(resolved)
+    for j, i in enumerate(free):
+        shape[i] = budget if j == len(free) - 1 else 256
+        budget //= 256 if j < len(free) - 1 else 1
+    return tuple(shape)
+
+
+# --- the implementation under test ----------------------------------------------------------
+def _takes_keep_prob(fn):
+    """True if ``fn`` can be called as ``fn(x, keep_prob)``."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [q for q in params if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(q.kind == q.VAR_POSITIONAL for q in params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    """A dropout implementation and what it claims.
+
+    Parameters
+    ----------
+    train : callable
+        ``f(x)`` or ``f(x, keep_prob)`` (detected from the signature); one stochastic train
+        pass drawing its own randomness (numpy's global RNG, its own Generator, torch).
+    eval : callable, optional
+        ``f(x)`` or ``f(x, keep_prob)``: the inference path.
+    keep_prob : float or tuple of float
+        Keep probabilities to test. For ``f(x, keep_prob)`` the battery adds values from
+        ``ASYMMETRIC_KEEP_PROBS`` (0.8, then 0.3) until at least two are tested and one is not
+        0.5; a plain ``f(x)`` is tested at the single value it implements.
+    contract : {"inverted", "standard", "gaussian", "moments"}
+    shared_axes : tuple of int or {"spatial", "non_batch"}
+        Axes along which one mask is broadcast (axis 0 is the batch).
+    backward : callable, optional
+        ``backward(x, upstream, keep_prob) -> (y, grad)`` from one forward call.
+    validates_keep_prob : bool
+        Whether the implementation promises to reject keep_prob outside (0, 1].
+    example_input : array_like, optional
+        Probe; default a standardised N(0, 1) array of :func:`probe_shape` (256, 1024) without
+        shared axes).
+    name : str, optional
+    """
+
+    train: object
+    eval: object = None
+    keep_prob: object = 0.8
+    contract: str = "inverted"
+    shared_axes: object = ()
+    backward: object = None
+    validates_keep_prob: bool = True
+    example_input: object = dataclasses.field(default=None, compare=False, hash=False)
+    name: str | None = None
+
+    @property
+    def takes_keep_prob(self):
+        return _takes_keep_prob(self.train)
+
+    @property
+    def label(self):
+        return self.name or getattr(self.train, "__name__", type(self.train).__name__)
+
+    def keep_probs(self):
+        """The keep probabilities the battery tests, in order."""
+        given = (self.keep_prob,) if np.ndim(self.keep_prob) == 0 else tuple(self.keep_prob)
+        values = [keep_prob_iv(p) for p in given]
+        if self.takes_keep_prob:
+            # At least two values, at least one asymmetric (≠ 0.5), so a keep/drop swap shows.
+            for extra in ASYMMETRIC_KEEP_PROBS:
+                if len(values) >= 2 and any(v != 0.5 for v in values):
+                    break
+                if extra not in values:
+                    values.append(extra)
+        return tuple(values)
+
+    def bound_train(self, keep_prob):
+        """``x -> y`` at ``keep_prob``."""
+        return (lambda x: self.train(x, keep_prob)) if self.takes_keep_prob else self.train
+
+    def bound_eval(self, keep_prob):
+        if self.eval is None:
+            return None
+        return (lambda x: self.eval(x, keep_prob)) if _takes_keep_prob(self.eval) else self.eval
+
+
+def _implementation_iv(impl):
+    if not isinstance(impl, Implementation):
+        raise TypeError(f"`implementation` must be a stats_dropout.Implementation; got {impl!r}")
+    if not callable(impl.train):
+        raise TypeError(f"`train` must be callable; got {impl.train!r}")
+    if impl.eval is not None and not callable(impl.eval):
+        raise TypeError(f"`eval` must be callable or None; got {impl.eval!r}")
+    if impl.backward is not None and not callable(impl.backward):
+        raise TypeError(f"`backward` must be callable or None; got {impl.backward!r}")
+    choice_iv(impl.contract, "contract", CONTRACTS)
+    impl.keep_probs()
+    return impl
+
+
+# --- the run: evidence per keep_prob, error budget ------------------------------------------
+STATISTICAL_CHECKS = (
+    "check_keep_rate", "check_keep_rate_per_position", "check_keep_rate_per_channel",
+    "check_keep_rate_vs_input", "check_mean", "check_mean_per_unit", "check_variance",
+    "check_row_dispersion", "check_independence_units", "check_independence_rows",
+    "check_independence_calls", "check_noise_distribution", "check_output_moments",
+)
+
+
+class _Run:
+    """Shared state of one battery: probe, error budget, lazily collected evidence."""
+
+    def __init__(self, impl, *, seed, false_fail_rate, false_pass_rate):
+        self.impl = impl
+        self.seed = seed
+        self.false_fail_rate = false_fail_rate
+        self.beta = false_pass_rate
+        self.keep_probs = impl.keep_probs()
+        self.contract = ContractModel.of(impl.contract, impl.shared_axes)
+        self.x = self._probe()
+        self.alpha = false_fail_rate / (len(STATISTICAL_CHECKS) * len(self.keep_probs))
+        # A pooled statistic sums ≥ NORMAL_UNITS independent terms per draw: normal by the CLT,
+        # so its null variance (known from the contract) gives a z test; else a t test.
+        self.normal_draws = self.x.size >= NORMAL_UNITS
+        self._evidence = {}
+
+    def null_sd(self, p, which):
+        """Sd of one draw's pooled statistic under the contract (None: use a t test)."""
+        if not self.normal_draws:
+            return None
+        c, x = self.contract, self.x
+        mu, var = c.mean(x, p), c.var(x, p)
+        if which == "mean":
+            return math.sqrt(c.scheme.linear_statistic_var(mu / np.sum(mu**2), x, p))
+        return math.sqrt(c.scheme.squared_deviation_var(np.full(x.shape, 1 / np.sum(var)), x, p))
+
+    def _probe(self):
+        impl = self.impl
+        if impl.example_input is not None:
+            x = float_array_iv(impl.example_input, "example_input", allow_empty=False, allow_0d=False)
+            return np.array(x, copy=True)
+        return scheme_probe(probe_shape(impl.shared_axes), seed=self.seed)
+
+    def draws_for(self, p):
+        """Draws needed at ``p`` for the keep-rate and mean targets (see module docstring)."""
+        c, x = self.contract, self.x
+        need = MIN_DRAWS
+        if p < 1:
+            mu = c.mean(x, p)
+            sd = math.sqrt(c.scheme.linear_statistic_var(mu / np.sum(mu**2), x, p))
+            if sd > 0:
+                need = max(need, min_draws_for_mean_error(
+                    RELATIVE_MEAN_ERROR, sd, false_fail_rate=self.alpha, false_pass_rate=self.beta,
+                    null_sd_known=self.normal_draws))
+            if c.has_masks:
+                entries = int(np.prod(c.scheme.mask_shape(x.shape)))
+                trials = min_trials_for_keep_rate_error(
+                    p, min(KEEP_RATE_ERROR, p / 2, (1 - p) / 2),
+                    false_fail_rate=self.alpha, false_pass_rate=self.beta)
+                need = max(need, math.ceil(trials / entries))
+        return min(need, MAX_DRAWS)
+
+    def evidence(self, p):
+        if p not in self._evidence:
+            k = self.keep_probs.index(p)
+            seed_k = int(np.random.SeedSequence(self.seed, spawn_key=(k,)).generate_state(1)[0])
+            collector = Collector(self.impl.bound_train(p), self.x, p, self.contract)
+            self._evidence[p] = collector.collect(self.draws_for(p), seed_k)
+        return self._evidence[p]
+
+
+
+EXACT_CHECKS = tuple(getattr(exact, n) for n in (
+    "check_output_shape_dtype", "check_finite_output", "check_input_unchanged", "check_eval_deterministic",
+    "check_eval_contract", "check_kept_scale", "check_sharing_pattern", "check_keep_prob_one",
+    "check_invalid_keep_prob", "check_backward_mask"))
+STATISTICAL = tuple(getattr(statistical, n) for n in STATISTICAL_CHECKS)
+_ONCE = {"check_keep_prob_one", "check_invalid_keep_prob"}  # do not depend on the tested keep_prob
+
+
+# --- entry points -------------------------------------------------------------------------
+def _run_check(fn, run, p):
+    try:
+        return fn(run, p)
+    except Exception as exc:  # noqa: BLE001 — a battery bug must fail loudly, never pass or crash
+        return _failed(fn.__name__, p, f"the check itself raised {type(exc).__name__}: {exc}; "
+                                       "please report this to stats_dropout.")
+
+
+def _battery_iv(false_fail_rate, false_pass_rate, seed):
+    return (probability_iv(false_fail_rate, "false_fail_rate"),
+            probability_iv(false_pass_rate, "false_pass_rate"), seed_iv(seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _run_for(impl, seed, false_fail_rate, false_pass_rate):
+    return _Run(impl, seed=seed, false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate)
+
+
+def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3):
+    """The checks that apply to ``implementation``: a list of ``(check_id, check)``.
+
+    ``check(implementation) -> CheckResult``; ids look like ``"check_keep_rate[keep_prob=0.8]"``.
+    Checks of one implementation share their Monte-Carlo evidence (collected on first use).
+    """
+    impl = _implementation_iv(implementation)
+    false_fail_rate, false_pass_rate, seed = _battery_iv(false_fail_rate, false_pass_rate, seed)
+    out = []
+    for k, p in enumerate(impl.keep_probs()):
+        for fn in EXACT_CHECKS + STATISTICAL:
+            if fn.__name__ in _ONCE and k > 0:
+                continue
+
+            def check(im, _fn=fn, _p=p):
+                run = _run_for(_implementation_iv(im), seed, false_fail_rate, false_pass_rate)
+                with seeded_global_rngs(seed):
+                    return _run_check(_fn, run, _p)
+
+            check.__name__ = fn.__name__
+            out.append((check_id(fn.__name__, p), check))
+    return out
+
+
+def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_input, backward,
+                       false_fail_rate, false_pass_rate, seed, validates_keep_prob):
+    if not callable(train):
+        raise TypeError(f"`train` must be callable (x -> y or (x, keep_prob) -> y); got {train!r}")
+    if eval is not None and not callable(eval):
+        raise TypeError(f"`eval` must be callable or None; got {eval!r}")
+    if keep_prob is None:
+        raise TypeError("`keep_prob` is required: the keep probability the implementation uses "
+                        "(or values to test when it takes keep_prob)")
+    values = (keep_prob,) if np.ndim(keep_prob) == 0 else tuple(keep_prob)
+    if not values:
+        raise ValueError("`keep_prob` must hold at least one value; got an empty sequence")
+    for v in values:
+        keep_prob_iv(v)
+    choice_iv(contract, "contract", CONTRACTS)
+    if example_input is not None:
+        float_array_iv(example_input, "example_input", allow_empty=False, allow_0d=False)
+    rates = _battery_iv(false_fail_rate, false_pass_rate, seed)
+    impl = Implementation(train, eval, keep_prob=values if len(values) > 1 else values[0],
+                          contract=contract, shared_axes=tuple(shared_axes) if not isinstance(shared_axes, str)
+                          else shared_axes, backward=backward, example_input=example_input,
+                          validates_keep_prob=bool(validates_keep_prob))
+    return impl, rates
+
+
+def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", shared_axes=(), example_input=None,
+                   false_fail_rate=1e-6, false_pass_rate=1e-3, seed=0, backward=None,
+                   validates_keep_prob=True):
+    """Run the battery on a dropout implementation.
+
+    Parameters
+    ----------
+    train : callable or Implementation
+        ``f(x)`` or ``f(x, keep_prob)``: one stochastic train pass drawing its own randomness.
+        The battery seeds numpy's global RNG and torch's (if imported) from ``seed`` and
+        restores them afterwards. An :class:`Implementation` (e.g. from
+        ``stats_dropout.adapters.course_implementation``) carries everything up to
+        ``backward``; then only the error rates and ``seed`` are read from the arguments.
+    eval : callable, optional
+        The inference path, ``f(x)`` or ``f(x, keep_prob)``.
+    keep_prob : float or sequence of float
+        Required unless ``train`` is an Implementation. Keep probability of the
+        implementation (for ``f(x)``) or values to test (for
+        ``f(x, keep_prob)``, which is also tested at 0.8 or 0.3 so that at least two values,
+        one of them asymmetric, are tested — a keep/drop swap is invisible at 0.5).
+    contract : {"inverted", "standard", "gaussian", "moments"}
+        What the implementation claims to be (DESIGN.md).
+    shared_axes : tuple of int or {"spatial", "non_batch"}
+        Axes along which one mask is broadcast (channel dropout: "spatial").
+    example_input : array_like, optional
+        Probe (float dtype, ≥ 1-D); default a standardised N(0, 1) array of shape (256, 1024).
+    false_fail_rate : float, default 1e-6
+        Probability that a correct implementation fails (total over the battery).
+    false_pass_rate : float, default 1e-3
+        Probability of missing a keep-rate error of 0.002 or a mean error of 0.5 %.
+    seed : int, default 0
+    backward : callable, optional
+        ``backward(x, upstream, keep_prob) -> (y, grad)``.
+    validates_keep_prob : bool, default True
+        Whether ``train(x, keep_prob)`` promises to reject keep_prob outside (0, 1]; False
+        (course-style code that never validates) skips ``check_invalid_keep_prob``.
+
+    Returns
+    -------
+    VerificationResult
+        ``.passed``, ``.to_frame()`` (one row per check), ``print(result)`` for a table with
+        the evidence, failure messages with hints, and a diagnosis.
+
+    Examples
+    --------
+    >>> import numpy as np, stats_dropout as sd
+    >>> def dropout(x, keep_prob):
+    ...     if not 0 < keep_prob <= 1:
+    ...         raise ValueError("keep_prob must be in (0, 1]")
+    ...     return x * (np.random.rand(*x.shape) < keep_prob) / keep_prob
+    >>> sd.verify_dropout(dropout, lambda x: x.copy(), keep_prob=0.8).passed
+    True
+    """
+    if isinstance(train, Implementation):
+        impl = _implementation_iv(train)
+        alpha, beta, seed = _battery_iv(false_fail_rate, false_pass_rate, seed)
+    else:
+        impl, (alpha, beta, seed) = _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes,
+                                                       example_input, backward, false_fail_rate,
+                                                       false_pass_rate, seed, validates_keep_prob)
+    run = _Run(impl, seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
+    results = []
+    # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:
+    # seed the global RNGs for them as well, and give the caller's RNG state back afterwards.
+    with seeded_global_rngs(seed):
+        for k, p in enumerate(run.keep_probs):
+            for fn in EXACT_CHECKS + STATISTICAL:
+                if fn.__name__ in _ONCE and k > 0:
+                    continue
+                results.append(_run_check(fn, run, p))
+    warn = []
+    if all(p == 0.5 for p in run.keep_probs):
+        warn.append("only keep_prob = 0.5 was tested: there a keep/drop swap (rand > keep_prob) is identical "
+                    "in law to correct code; test an asymmetric keep_prob such as 0.8 as well.")
+    diagnosis = []
+    if any(r.status == "failed" for r in results):
+        for p in run.keep_probs:
+            for found in _diagnosis(run, p):
+                line = f"at keep_prob={p:g}: {found}"
+                if line not in diagnosis:
+                    diagnosis.append(line)
+    return VerificationResult(tuple(results), contract, seed, alpha, beta, tuple(warn), tuple(diagnosis))
+
