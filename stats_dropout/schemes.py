@@ -115,19 +115,19 @@ def _apply_mask(out, x, keep, divisor):
     A kept unit is exactly ``fl(x / keep_prob)`` (a division, not a multiplication by
     ``1/keep_prob``), correctly rounded to float16/float32 from float64 as ``astype`` would,
     and a dropped unit is ``±0`` with the sign of ``x``. Dividing first and masking second is
-    the fast order (the mask pass runs in cache and writes the output dtype directly), but it
-    turns a dropped unit whose ``x / keep_prob`` overflows into ``0 · inf = nan`` (the caller
-    silences that warning); a nan maximum of the chunk detects it, cheaply and in cache, and
-    the chunk is redone in the safe order.
+    the fast order (the mask pass runs in cache, in place), but it turns a dropped unit whose
+    ``x / keep_prob`` overflows (in float64, or when rounded to a narrower dtype) into
+    ``0 · inf = nan`` (the caller silences that warning); a nan maximum of the chunk detects
+    it, cheaply and in cache, and the chunk is redone in the safe order.
     """
     if divisor == 1.0:
         np.multiply(x, keep, out=out)  # x · 1 and x · 0 are exact in x's own dtype
         return
-    work = out if out.dtype == np.float64 else np.empty(out.shape, dtype=np.float64)
-    np.divide(x, divisor, out=work, dtype=np.float64)
-    np.multiply(work, keep, out=out, casting="same_kind")
+    # The division runs in float64 and its result is rounded once, on output, to out's dtype.
+    np.divide(x, divisor, out=out, dtype=np.float64, casting="same_kind")
+    np.multiply(out, keep, out=out)  # exact: q · 1 or ±0
     if out.size and np.isnan(np.maximum.reduce(out, axis=None)):  # maximum propagates nan
-        np.multiply(x, keep, out=work, dtype=np.float64)
+        work = np.multiply(x, keep, dtype=np.float64)
         np.divide(work, divisor, out=work)
         np.copyto(out, work, casting="same_kind")
 
