@@ -59,7 +59,7 @@ def scale_candidates(p, contract="inverted"):
         "multiplied_twice": (p**2, f"kept units scaled by keep_prob² = {p**2:.4f}: multiplied by keep_prob "
                                    "twice"),
         "drop_prob": (1 / (1 - p) if p < 1 else float("inf"),
-                      f"kept units scaled by 1/(1 − keep_prob): divided by the drop probability"),
+                      "kept units scaled by 1/(1 − keep_prob): divided by the drop probability"),
     }
 
 
@@ -120,6 +120,6 @@ def diagnose(*, keep_prob, contract, rate=None, rate_ci=None, scale=None, only_z
         found.append(f"eval output ≈ keep_prob·x ({p:g}·x): test-time scaling left in an inverted "
                      "implementation — the eval path of inverted dropout is the identity")
     if eval_ratio is not None and contract != "standard" and p < 1 and abs(eval_ratio - 1 / p) <= 1e-6:
-        found.append(f"eval output ≈ x/keep_prob: the eval path divides by keep_prob — at test time "
+        found.append("eval output ≈ x/keep_prob: the eval path divides by keep_prob — at test time "
                      "inverted dropout is the identity (no mask, no 1/keep_prob)")
     return tuple(found)

@@ -28,15 +28,16 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy import integrate, special, stats as sps
+from scipy import integrate, special
+from scipy import stats as sps
 
 from . import stats, theory
 from ._experiments_training import mc_averaging, regression_dropout, training_equivalence
 from ._rng import block_rng
 from ._validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from .montecarlo import RunningMoments, estimate_statistic_moments, estimate_train_moments
-from .results import TrainMoments
 from .networks import MLP, DenseLayer, activate, gaussian_activation_mean
+from .results import TrainMoments
 from .schemes import get_scheme
 
 __all__ = [

@@ -40,8 +40,7 @@ from scipy import special
 
 from . import theory
 from ._rng import block_rng
-from ._validation import (choice_iv, float_array_iv, keep_prob_iv, positive_int_iv, rng_iv,
-                          seed_iv)
+from ._validation import choice_iv, float_array_iv, keep_prob_iv, positive_int_iv, rng_iv, seed_iv
 from .schemes import SCHEMES, bernoulli_mask
 
 __all__ = [

@@ -29,8 +29,8 @@ import pandas as pd
 from scipy import stats as _sps
 
 from ._validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
-from .scheme_checks import count_scheme_decisions, scheme_probe, verify_scheme
 from .montecarlo import estimate_statistic_moments
+from .scheme_checks import count_scheme_decisions, scheme_probe, verify_scheme
 from .schemes import SCHEMES, _resolve_shared_axes, get_scheme
 from .stats import decide_equivalence, decide_keep_rate, projection_ratio, squared_deviation_ratio
 
@@ -703,7 +703,8 @@ def _ledger_html(ledger):
     rows = []
     for r in ledger.itertuples(index=False):
         cls = _VERDICT_CLASS.get(r.verdict, "")
-        ci = "" if r.ci_low == r.ci_high else f"<br><small>{100 * r.confidence_level:g} % CI [{r.ci_low:.5g}, {r.ci_high:.5g}]</small>"
+        ci = ("" if r.ci_low == r.ci_high else
+              f"<br><small>{100 * r.confidence_level:g} % CI [{r.ci_low:.5g}, {r.ci_high:.5g}]</small>")
         kp = "" if np.isnan(r.keep_prob) else f", keep_prob {r.keep_prob:g}"
         rows.append(
             f"<tr id='{r.id}'><td><b>{r.id}</b></td><td>{escape(r.claim)}</td>"
@@ -742,6 +743,8 @@ def _html(summary, ledger, tables, figures, metadata):
                         f"<div class='scroll'>{_styled(tables[name], name)}</div>")
     versions = ", ".join(f"{k} {val}" for k, val in v.items() if val)
     options = metadata["options"]
+    draws_cap = "" if options["draws"] is None else f", capped at {options['draws']}"
+    dirty = " (with uncommitted changes)" if metadata["source"]["uncommitted_changes"] else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -791,7 +794,7 @@ leaves the others unchanged. Monte-Carlo draws come in blocks with their own
 scheme equivalent within ±{sweep['tost_margin']:g} (relative) with probability 0.999, computed
 from the exact variance of the statistic, at least 2000 and at most
 {'200000' if options['draws'] is None else options['draws']}. Claims: sizes computed the same
-way at a 99 % level (TOST level 0.01, power 0.999){'' if options['draws'] is None else f", capped at {options['draws']}"}.</li>
+way at a 99 % level (TOST level 0.01, power 0.999){draws_cap}.</li>
 <li><b>Error rates.</b> Sweep intervals are 95 % per cell (so about one correct cell in twenty
 has an interval missing 0 by chance; the TOST verdict is the decision). Ledger intervals are
 99 %; "differs" means the 99 % interval excludes the value; "equal within ε" is a TOST at level
@@ -800,7 +803,7 @@ has an interval missing 0 by chance; the TOST verdict is the decision). Ledger i
 <li><b>Probe.</b> Sweep cells use a standardised normal array of shape (32, 4, 8): batch,
 channels or time, features.</li>
 <li><b>Versions.</b> {escape(versions)}; source commit
-<code>{escape(str(metadata['source']['git_commit']))}</code>{' (with uncommitted changes)' if metadata['source']['uncommitted_changes'] else ''}.</li>
+<code>{escape(str(metadata['source']['git_commit']))}</code>{dirty}.</li>
 <li><b>Run.</b> {escape(metadata['timestamp'])}, {metadata['runtime_seconds']} s.
 Options: {escape(json.dumps(options))}. Full details in <code>metadata.json</code>.</li>
 </ul>

@@ -8,6 +8,7 @@ from ..diagnosis import diagnose
 from ..results import CheckResult, Decision
 from ..stats import decide_keep_rate
 
+
 def check_id(check, p):
     return f"{check}[keep_prob={p:g}]"
 

@@ -12,7 +12,6 @@ from ..results import Decision, TrainMoments
 from ..stats import decide_dispersion, decide_keep_rate, decide_mean_equal
 from ._common import _failed, _from_decision, _hint, _skipped, _unusable
 
-
 __all__ = [
     "check_keep_rate",
     "check_keep_rate_per_position",
@@ -52,7 +51,8 @@ def check_keep_rate_per_position(run, p):
         return _skipped(name, p, "fewer than 2 positions with observable masks")
     d = decide_keep_rate(counts[ok], trials[ok], p, false_fail_rate=run.alpha, false_pass_rate=run.beta,
                          property="keep rate equals keep_prob at every position")
-    hint = "Some positions are kept more or less often than others: is the mask drawn for one row and reused, or indexed wrongly?"
+    hint = ("Some positions are kept more or less often than others: is the mask drawn for one row and "
+            "reused, or indexed wrongly?")
     return _from_decision(name, p, d, hint)
 
 

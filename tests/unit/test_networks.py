@@ -7,13 +7,14 @@ is random beyond seeded Generators, so nothing here can fail by chance.
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
-from scipy import integrate, special, stats as sps
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import integrate, special
+from scipy import stats as sps
 
 from stats_dropout import experiments as ex
 from stats_dropout import networks as nw
 from stats_dropout import theory
-
 
 ONES23, ONES3, X25, Y2 = np.ones((2, 3)), np.ones(3), np.ones((2, 5)), [0, 1]
 
