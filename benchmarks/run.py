@@ -287,7 +287,9 @@ def bench_battery(table, rounds, units):
     if not hasattr(sd, "verify_dropout"):
         table.note("verify_dropout battery", "not available in this version")
         return
-    train = lambda x: x * (np.random.rand(*x.shape) < 0.8) / 0.8
+    def train(x):  # the brief's learner code: numpy's global RNG, inverted dropout
+        return x * (np.random.rand(*x.shape) < 0.8) / 0.8
+
     t = best_times({"verify_dropout": lambda: sd.verify_dropout(train, keep_prob=0.8)}, max(2, rounds // 2))
     table.cost("verify_dropout, (256, 1024) probe", "sd.verify_dropout(train, keep_prob=0.8)",
                t["verify_dropout"], units)
