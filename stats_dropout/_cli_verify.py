@@ -193,7 +193,7 @@ def _batteries(args, module, func, convention):
                     if backward_func is not None else None)
         return [(f"dropout_param['p'] = {args.p_means} probability", train,
                  eval_func if eval_func is not None else evaluate, backward, {"validates_keep_prob": False})]
-    return [("", func, eval_func, None, {})]
+    return [("", func, eval_func, None, {"validates_keep_prob": getattr(args, "require_validation", False)})]
 
 
 def _torch_battery(args, module, eval_func):

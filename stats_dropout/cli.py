@@ -36,7 +36,8 @@ def _parser():
     p = sub.add_parser("verify", help="run the verification battery on your own dropout function")
     p.add_argument("target", help="MODULE:CALLABLE or path/to/file.py:CALLABLE")
     p.add_argument("--keep-prob", type=float, nargs="+", required=True, dest="keep_prob",
-                   help="keep probability (several values allowed)")
+                   help="keep probability (several values allowed); f(x, keep_prob) is also tested "
+                        "at an asymmetric value (0.8 or 0.3), where a keep/drop swap shows")
     p.add_argument("--eval", default=None, help="MODULE:CALLABLE of the eval path (default: none)")
     p.add_argument("--contract", default="inverted",
                    choices=["inverted", "standard", "gaussian", "moments"],
@@ -47,6 +48,9 @@ def _parser():
                         "forward_propagation_with_dropout; cs231n dropout_forward (default: auto)")
     p.add_argument("--p-means", default="keep", choices=["keep", "drop"], dest="p_means",
                    help="for cs231n: whether dropout_param['p'] is the keep or drop probability (default: keep)")
+    p.add_argument("--require-validation", action="store_true", dest="require_validation",
+                   help="also require f(x, keep_prob) to raise for keep_prob outside (0, 1] "
+                        "(check_invalid_keep_prob; default: off, as learners' code rarely validates)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_delegate("_cli_verify"))
 

@@ -7,6 +7,7 @@ leave fingerprints (DESIGN.md "Diagnosis"):
 keep rate ≈ Φ(p)           mask drawn with ``np.random.randn`` instead of ``rand``
 keep rate ≈ 1 − p          comparison reversed (``>`` for ``<``) or keep/drop confused
 keep rate ≈ 1 − Φ(p)       both of the above
+keep rate = 1 or 0         no mask applied, or a mask that is always true / false
 scale ≈ 1                  the ``1/keep_prob`` rescale is missing
 scale ≈ 1/p²               divided by ``keep_prob`` twice
 scale ≈ p                  multiplied by ``keep_prob`` instead of dividing
@@ -39,6 +40,9 @@ def rate_candidates(p):
                             "(rand > keep_prob) or keep and drop probabilities are confused"),
         "randn_reversed": (1 - phi, f"keep rate ≈ 1 − Φ(keep_prob) = {1 - phi:.4f}: randn instead of "
                                     "rand and a reversed comparison"),
+        "nothing_dropped": (1.0, "nothing is dropped (keep rate 1): no mask is applied, or the mask "
+                                 "is always true"),
+        "everything_dropped": (0.0, "every unit is dropped (keep rate 0): the mask is always false"),
     }
 
 
@@ -107,7 +111,11 @@ def diagnose(*, keep_prob, contract, rate=None, rate_ci=None, scale=None, only_z
         matches = [k for k, (v, _) in cands.items() if abs(scale - v) <= 1e-6 * max(abs(v), 1)]
         if "correct" not in matches and matches:
             scale_match = matches[0]
-    if rate_match == "reversed" and scale_match == "drop_prob":
+    if rate_match in ("nothing_dropped", "everything_dropped"):
+        found.append(rate_candidates(p)[rate_match][1])
+        if scale_match and rate_match == "nothing_dropped":
+            found.append(scale_candidates(p, contract)[scale_match][1])
+    elif rate_match == "reversed" and scale_match == "drop_prob":
         found.append(f"keep rate ≈ 1 − keep_prob = {1 - p:.4f} and kept units scaled by 1/(1 − keep_prob): "
                      "the argument is used as the drop probability — a parameter documented as one "
                      "probability but used as the other")

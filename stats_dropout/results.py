@@ -257,11 +257,11 @@ class VerificationResult:
         )
         table = frame.drop(columns=["message"]).to_string(
             index=False, float_format=lambda v: f"{v:.5g}", na_rep="")
-        lines = [head, table]
-        for c in self.failed_checks:
-            lines.append(f"FAILED {c.check}: {c.message}")
-        for d in self.diagnosis:
-            lines.append(f"Diagnosis: {d}")
-        for w in self.warnings:
-            lines.append(f"Warning: {w}")
+        tested = sorted({c.keep_prob for c in self.checks if c.keep_prob is not None}, reverse=True)
+        lines = [head, "keep_prob tested: " + ", ".join(f"{p:g}" for p in tested)]
+        # The plain-words verdict first, the evidence after: a learner reads top down.
+        lines += [f"Diagnosis: {d}" for d in self.diagnosis]
+        lines += [f"Warning: {w}" for w in self.warnings]
+        lines += [f"FAILED {c.check}: {c.message}" for c in self.failed_checks]
+        lines += ["", table]
         return "\n".join(lines)

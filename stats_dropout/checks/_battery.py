@@ -137,16 +137,46 @@ class Implementation:
         return (lambda x: self.eval(x, keep_prob)) if _takes_keep_prob(self.eval) else self.eval
 
 
+def _callable_iv(obj, name, optional=True):
+    """A callable (or None); a torch module is pointed to its adapter rather than half-run."""
+    if obj is None and optional:
+        return
+    if type(obj).__module__.startswith("torch.") and hasattr(obj, "forward"):
+        raise TypeError(f"`{name}` is a torch module ({type(obj).__name__}); wrap it first: "
+                        "train, eval = stats_dropout.adapters.from_torch(module) with "
+                        "**stats_dropout.adapters.torch_spec(module), or "
+                        "stats_dropout.adapters.torch_implementation(module)")
+    if not callable(obj):
+        kind = "callable or None" if optional else "callable (x -> y or (x, keep_prob) -> y)"
+        raise TypeError(f"`{name}` must be {kind}; got {obj!r}")
+
+
+def _shared_axes_iv(shared_axes, example_input):
+    """``()``, a tuple of ints, or one of "spatial" / "non_batch"; axes must exist in the probe."""
+    if isinstance(shared_axes, str):
+        return choice_iv(shared_axes, "shared_axes", ("spatial", "non_batch"))
+    if isinstance(shared_axes, (int, np.integer)) or not isinstance(shared_axes, (tuple, list)):
+        raise TypeError(f"`shared_axes` must be a tuple of ints or 'spatial' / 'non_batch'; got {shared_axes!r}")
+    axes = tuple(shared_axes)
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"`shared_axes` must be a tuple of ints or 'spatial' / 'non_batch'; got {shared_axes!r}")
+    ndim = np.ndim(example_input) if example_input is not None else len(probe_shape(axes))
+    bad = [a for a in axes if not -ndim <= a < ndim]
+    if bad:
+        raise ValueError(f"`shared_axes` {axes!r} names axes the {ndim}-d probe does not have: {bad}")
+    return tuple(int(a) for a in axes)
+
+
 def _implementation_iv(impl):
     if not isinstance(impl, Implementation):
         raise TypeError(f"`implementation` must be a stats_dropout.Implementation; got {impl!r}")
-    if not callable(impl.train):
-        raise TypeError(f"`train` must be callable; got {impl.train!r}")
-    if impl.eval is not None and not callable(impl.eval):
-        raise TypeError(f"`eval` must be callable or None; got {impl.eval!r}")
-    if impl.backward is not None and not callable(impl.backward):
-        raise TypeError(f"`backward` must be callable or None; got {impl.backward!r}")
+    _callable_iv(impl.train, "train", optional=False)
+    _callable_iv(impl.eval, "eval")
+    _callable_iv(impl.backward, "backward")
     choice_iv(impl.contract, "contract", CONTRACTS)
+    if impl.example_input is not None:
+        float_array_iv(impl.example_input, "example_input", allow_empty=False, allow_0d=False)
+    _shared_axes_iv(impl.shared_axes, impl.example_input)
     impl.keep_probs()
     return impl
 
@@ -276,10 +306,7 @@ def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate
 
 def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_input, backward,
                        false_fail_rate, false_pass_rate, seed, validates_keep_prob):
-    if not callable(train):
-        raise TypeError(f"`train` must be callable (x -> y or (x, keep_prob) -> y); got {train!r}")
-    if eval is not None and not callable(eval):
-        raise TypeError(f"`eval` must be callable or None; got {eval!r}")
+    _callable_iv(train, "train", optional=False)
     if keep_prob is None:
         raise TypeError("`keep_prob` is required: the keep probability the implementation uses "
                         "(or values to test when it takes keep_prob)")
@@ -288,15 +315,12 @@ def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_in
         raise ValueError("`keep_prob` must hold at least one value; got an empty sequence")
     for v in values:
         keep_prob_iv(v)
-    choice_iv(contract, "contract", CONTRACTS)
-    if example_input is not None:
-        float_array_iv(example_input, "example_input", allow_empty=False, allow_0d=False)
     rates = _battery_iv(false_fail_rate, false_pass_rate, seed)
     impl = Implementation(train, eval, keep_prob=values if len(values) > 1 else values[0],
-                          contract=contract, shared_axes=tuple(shared_axes) if not isinstance(shared_axes, str)
+                          contract=contract, shared_axes=tuple(shared_axes) if isinstance(shared_axes, list)
                           else shared_axes, backward=backward, example_input=example_input,
                           validates_keep_prob=bool(validates_keep_prob))
-    return impl, rates
+    return _implementation_iv(impl), rates
 
 
 def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", shared_axes=(), example_input=None,

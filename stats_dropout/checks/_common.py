@@ -43,13 +43,20 @@ def _exact_decision(prop, estimate, expected, n, rejected, mde=0.0):
                     float(mde), int(n), bool(rejected), "relative")
 
 
-def _unusable(run, check, p, need_masks=False):
-    """A skip reason when the evidence cannot support ``check``, else None."""
+def _unusable(run, check, p, need_masks=False, need_variation=False):
+    """A skip reason when the evidence cannot support ``check``, else None.
+
+    ``need_variation``: the check compares masks with each other, which says nothing when
+    every unit was kept (or every unit dropped) — check_keep_rate reports that.
+    """
     ev = run.evidence(p)
     if ev.broken:
         return f"not run: {ev.broken} (see check_output_shape_dtype / check_finite_output)"
     if need_masks and not run.contract.has_masks:
         return f"not applicable: the {run.contract.name!r} contract has no keep/drop mask"
+    if need_variation and ev.trials and ev.kept in (0, ev.trials):
+        which = "kept" if ev.kept else "dropped"
+        return f"not run: every unit was {which} in every call (see check_keep_rate)"
     return None
 
 
@@ -65,6 +72,7 @@ def _diagnosis(run, p):
     return diagnose(keep_prob=p, contract=run.contract.name, rate=rate, rate_ci=rate_ci, scale=scale,
                     only_zero_one=ev.only_zero_one and ev.draws > 0 and not np.all(np.isin(run.x, (0, 1))),
                     identical_calls=ev.draws > 2 and ev.identical_consecutive == ev.draws - 1
+                    and 0 < ev.kept < ev.trials
                     and p < 1, eval_ratio=eval_ratio)
 
 

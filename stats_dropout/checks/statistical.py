@@ -51,8 +51,8 @@ def check_keep_rate_per_position(run, p):
         return _skipped(name, p, "fewer than 2 positions with observable masks")
     d = decide_keep_rate(counts[ok], trials[ok], p, false_fail_rate=run.alpha, false_pass_rate=run.beta,
                          property="keep rate equals keep_prob at every position")
-    hint = ("Some positions are kept more or less often than others: is the mask drawn for one row and "
-            "reused, or indexed wrongly?")
+    hint = _hint(run, p) or ("Some positions are kept more or less often than others: is the mask "
+                             "drawn for one row and reused, or indexed wrongly?")
     return _from_decision(name, p, d, hint)
 
 
@@ -93,9 +93,12 @@ def check_keep_rate_vs_input(run, p):
     pooled = kept.sum() / trials.sum()
     # Smallest difference between two groups' rates seen with power 1 − β (normal approx).
     z = sps.norm.isf(run.alpha / 2) + sps.norm.isf(run.beta)
-    mde = float(z * np.sqrt(pooled * (1 - pooled) * (1 / trials.min() + 1 / trials.min())))
-    d = Decision("keep rate is the same for every input group", f"chi-square homogeneity over {g} groups",
-                 float(rates.max() - rates.min()), 0.0, float(rates.min()), float(rates.max()),
+    se_diff = np.sqrt(pooled * (1 - pooled) * (2 / trials.min()))
+    mde = float(z * se_diff)
+    spread = float(rates.max() - rates.min())
+    half = float(sps.norm.isf(run.alpha / 2) * se_diff)  # normal interval for the largest difference
+    d = Decision("largest difference of keep rates between input groups",
+                 f"chi-square homogeneity over {g} groups", spread, 0.0, spread - half, spread + half,
                  float(pvalue), run.alpha, run.beta, mde, int(trials.sum()), bool(pvalue < run.alpha),
                  details={"groups": dict(zip(np.array(ev.group_labels)[used], rates.round(5)))})
     hint = ("Keep rates by input group: " + ", ".join(f"{k}: {v:.4f}" for k, v in d.details["groups"].items())
@@ -174,7 +177,7 @@ def check_variance(run, p):
 def check_row_dispersion(run, p):
     """Kept counts per row are Binomial (a mask that keeps a fixed number per row fails)."""
     name = "check_row_dispersion"
-    if (reason := _unusable(run, name, p, need_masks=True)):
+    if (reason := _unusable(run, name, p, need_masks=True, need_variation=True)):
         return _skipped(name, p, reason)
     ev = run.evidence(p)
     if p == 1 or ev.row_size < 10 or not ev.row_counts:
@@ -204,7 +207,7 @@ def _correlation_decision(prop, sums, alpha, beta):
 def check_independence_units(run, p):
     """Masks of neighbouring units (along each non-batch axis) are uncorrelated."""
     name = "check_independence_units"
-    if (reason := _unusable(run, name, p, need_masks=True)):
+    if (reason := _unusable(run, name, p, need_masks=True, need_variation=True)):
         return _skipped(name, p, reason)
     ev = run.evidence(p)
     axes = [a for a in ev.axis_pairs if a != 0 and ev.axis_pairs[a].n]
@@ -214,28 +217,29 @@ def check_independence_units(run, p):
     decisions = [_correlation_decision(f"correlation of neighbouring masks along axis {a}",
                                        ev.axis_pairs[a], alpha, run.beta) for a in axes]
     d = min(decisions, key=lambda q: q.pvalue)
-    return _from_decision(name, p, d, "Units must be dropped independently; a mask shared along an axis "
-                                      "must be declared with shared_axes.")
+    return _from_decision(name, p, d, _hint(run, p) or "Units must be dropped independently; a mask "
+                                                      "shared along an axis must be declared with shared_axes.")
 
 
 def check_independence_rows(run, p):
     """Masks of neighbouring batch rows are uncorrelated (unless the batch axis is shared)."""
     name = "check_independence_rows"
-    if (reason := _unusable(run, name, p, need_masks=True)):
+    if (reason := _unusable(run, name, p, need_masks=True, need_variation=True)):
         return _skipped(name, p, reason)
     ev = run.evidence(p)
     if 0 not in ev.axis_pairs or p == 1:
         return _skipped(name, p, "batch axis shared by design, a single row, or keep_prob = 1")
     d = _correlation_decision("correlation of masks of neighbouring batch rows", ev.axis_pairs[0],
                               run.alpha, run.beta)
-    return _from_decision(name, p, d, "Every example in a batch must get its own mask (per-sample "
-                                      "dropout); if one mask per batch is intended, declare shared_axes=(0,).")
+    return _from_decision(name, p, d, _hint(run, p) or "Every example in a batch must get its own mask "
+                                                      "(per-sample dropout); if one mask per batch is "
+                                                      "intended, declare shared_axes=(0,).")
 
 
 def check_independence_calls(run, p):
     """Masks of successive calls are uncorrelated (a reseeded RNG repeats them)."""
     name = "check_independence_calls"
-    if (reason := _unusable(run, name, p, need_masks=True)):
+    if (reason := _unusable(run, name, p, need_masks=True, need_variation=True)):
         return _skipped(name, p, reason)
     ev = run.evidence(p)
     if p == 1:

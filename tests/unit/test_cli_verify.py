@@ -70,8 +70,6 @@ def test_reseeding_course_forward_is_flagged(capsys, monkeypatch):
 
 
 def test_correct_course_forward_and_backward_pass(capsys, monkeypatch):
-    import inspect
-
     monkeypatch.setattr(_cli_verify, "COURSE_LAYERS", (1,))
     code, out, _ = verify(capsys, target("course_correct.py", "forward_propagation_with_dropout"),
                           "--keep-prob", 0.8)
@@ -79,12 +77,16 @@ def test_correct_course_forward_and_backward_pass(capsys, monkeypatch):
     # The sibling backward_propagation_with_dropout was found and checked.
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("check_backward_mask[")]
     assert [row[2] for row in rows] == ["passed", "passed"], out
-    if "validates_keep_prob" in inspect.signature(stats_dropout.checks.verify_dropout).parameters:
-        assert (code, failed) == (0, set()), out
-    else:
-        # The course's template does not validate keep_prob; until the battery can be told so,
-        # that is the one check a correct course network fails.
-        assert (code, failed) == (1, {"check_invalid_keep_prob"}), out
+    # The course's template does not validate keep_prob; the adapter says so, so it passes.
+    assert (code, failed) == (0, set()), out
+
+
+def test_unvalidated_plain_function_passes_unless_validation_is_required(capsys):
+    code, out, _ = verify(capsys, target("plain_dropout.py", "dropout_unvalidated"), "--keep-prob", 0.8)
+    assert code == 0, out
+    code, out, _ = verify(capsys, target("plain_dropout.py", "dropout_unvalidated"), "--keep-prob", 0.8,
+                          "--require-validation")
+    assert code == 1 and "check_invalid_keep_prob" in out
 
 
 def test_torch_module_target(capsys):
