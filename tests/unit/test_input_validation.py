@@ -181,3 +181,17 @@ def test_iter_checks():
         sd.iter_checks(lambda x: x)
     with pytest.raises(ValueError, match=r"`contract` must be one of"):
         sd.iter_checks(sd.Implementation(lambda x: x, contract="x"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finiteness_fast_path_is_exact(dtype):
+    from stats_dropout._validation import _all_finite
+
+    x = np.ones(10_000, dtype=dtype)
+    assert _all_finite(x)
+    x[7] = np.finfo(dtype).max  # Σ x² overflows, yet every element is finite
+    assert _all_finite(x)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[123] = bad
+        assert not _all_finite(y)
