@@ -32,7 +32,14 @@ from scipy import integrate, special
 from scipy import stats as sps
 
 from . import stats, theory
-from ._experiments_training import mc_averaging, regression_dropout, training_equivalence
+from ._experiments_training import (  # noqa: F401 (FP_RTOL re-exported for the tests)
+    FP_RTOL,
+    _decide,
+    _keep_probs_iv,
+    mc_averaging,
+    regression_dropout,
+    training_equivalence,
+)
 from ._rng import block_rng
 from ._validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from .montecarlo import RunningMoments, estimate_statistic_moments, estimate_train_moments
@@ -58,26 +65,9 @@ DEFAULT_KEEP_PROBS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 GAP_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "selu", "softmax")
 
 
-#: Floating-point dead band for comparisons with closed forms: float64 results computed along
-#: two routes (a few layers, sums of ≤ 10^6 terms) agree to ~1e-13 relative; 1e-12 is far below
-#: any effect the Monte-Carlo decisions can detect, and keeps zero-variance cases (keep_prob = 1)
-#: from being "significant" by rounding alone.
-FP_RTOL = 1e-12
-
-
-def _decide(moments, expected, **kwargs):
-    """:func:`stats_dropout.stats.decide_mean_equal` with the floating-point dead band."""
-    return stats.decide_mean_equal(moments, expected, rtol=FP_RTOL, atol=FP_RTOL, **kwargs)
-
-
 # --- shared helpers -------------------------------------------------------------------------
-def _keep_probs_iv(keep_probs, name="keep_probs"):
-    if np.ndim(keep_probs) == 0:
-        keep_probs = (keep_probs,)
-    out = tuple(keep_prob_iv(p, name) for p in keep_probs)
-    if not out:
-        raise ValueError(f"`{name}` must not be empty; got {keep_probs!r}")
-    return out
+# FP_RTOL (the floating-point dead band), _decide and _keep_probs_iv live with the training
+# experiments and are shared from there.
 
 
 def _moments(samples, seed):
