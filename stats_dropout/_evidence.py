@@ -68,7 +68,7 @@ class Evidence:
     entry_counts: np.ndarray | None = None  # kept count per mask entry
     entry_trials: np.ndarray | None = None  # observable trials per mask entry
     row_counts: list = dataclasses.field(default_factory=list)
-    row_size: int = 0
+    row_sizes: np.ndarray | None = None  # observable mask entries per row
     kept: int = 0
     trials: int = 0
     group_kept: np.ndarray | None = None    # by input group (sign × magnitude)
@@ -103,9 +103,12 @@ class Evidence:
 
 
 def _mask_entries(kept, axes):
-    """One value per mask entry: the slice at index 0 along every shared axis."""
-    index = tuple(slice(0, 1) if i in axes else slice(None) for i in range(kept.ndim))
-    return kept[index]
+    """One value per mask entry: is any unit of the group kept (``kept`` is False where x = 0).
+
+    A shared mask entry is seen wherever its group has a non-zero input — not only at index 0
+    of the shared axes, which may be zero padding or a ReLU zero.
+    """
+    return np.any(kept, axis=axes, keepdims=True) if axes else kept
 
 
 class Collector:
@@ -170,7 +173,11 @@ class Collector:
                 ev.elapsed_calls += 1
                 if not np.array_equal(xin, self.x, equal_nan=True):
                     ev.mutated = True
-                y = np.asarray(y)
+                try:
+                    y = np.asarray(y)
+                except Exception as exc:  # noqa: BLE001 — e.g. a ragged list
+                    ev.shape_error = f"train returned {type(y).__name__} that is not an array ({exc})"
+                    break
                 if y.shape != self.x.shape:
                     ev.shape_error = f"train returned shape {y.shape} for an input of shape {self.x.shape}"
                     break
@@ -215,7 +222,9 @@ class Collector:
         self.entries_obs = _mask_entries(self.observable, self.axes)
         ev.entry_counts = np.zeros(self.entries_obs.shape, dtype=np.int64)
         ev.entry_trials = np.zeros(self.entries_obs.shape, dtype=np.int64)
-        ev.row_size = int(self.entries_obs[0].size) if self.entries_obs.ndim else 1
+        # Observable mask entries per row: a row's kept count is Binomial(that number, p).
+        ev.row_sizes = (np.count_nonzero(self.entries_obs.reshape(self.entries_obs.shape[0], -1), axis=1)
+                        if self.entries_obs.ndim else np.ones(1, dtype=np.int64))
         # Input groups: sign × magnitude (below / above the median |x|), for "independent of
         # the input" — an all-positive probe simply has no negative groups.
         mag = np.abs(x)
@@ -248,6 +257,7 @@ class Collector:
             kept &= self.observable
         entries = _mask_entries(kept, self.axes)
         if self.axes:
+            # Where the input is non-zero, every unit of a group must follow the group's mask.
             expected_pattern = np.broadcast_to(entries, kept.shape) & self.observable
             ev.sharing_violations += int(np.count_nonzero(expected_pattern != kept))
         ev.entry_counts += entries

@@ -180,7 +180,7 @@ def decide_mean_equal(moments, expected, *, false_fail_rate=1e-6, false_pass_rat
         ci_low=est - half, ci_high=est + half, pvalue=p_adj, false_fail_rate=alpha,
         false_pass_rate=beta, min_detectable_effect=mde, n=moments.n_draws,
         rejected=bool(p_adj < alpha), effect_units=units,
-        details={"n_elements": m, "n_rejected": int(np.sum(adjusted < alpha)),
+        details={"n_elements": m, "n_rejected": int(np.sum(adjusted < alpha)), "ci_alpha": alpha / m,
                  "worst_index": np.unravel_index(worst, mean.shape) if mean.ndim else ()},
     )
 
@@ -353,7 +353,8 @@ def decide_keep_rate(kept, trials, keep_prob, *, false_fail_rate=1e-6, false_pas
         property=property, method=method, estimate=float(k[worst] / n[worst]), expected=keep_prob,
         ci_low=float(low), ci_high=float(high), pvalue=p_adj, false_fail_rate=alpha,
         false_pass_rate=beta, min_detectable_effect=mde, n=int(n.sum()), rejected=bool(p_adj < alpha),
-        details={"n_groups": m, "n_rejected": int(np.sum(adjusted < alpha)), "worst_index": worst},
+        details={"n_groups": m, "n_rejected": int(np.sum(adjusted < alpha)), "worst_index": worst,
+                 "ci_alpha": alpha / m},
     )
 
 
@@ -411,7 +412,9 @@ def decide_dispersion(counts, size, keep_prob=None, *, false_fail_rate=1e-6, fal
                       property="kept counts per row are Binomial"):
     """Index-of-dispersion test that counts are ``Binomial(size, keep_prob)`` [4]_.
 
-    ``D = Σ_r (K_r − n p)² / (n p (1 − p))`` is approximately ``χ²_R`` for R independent
+    ``size`` is one number of trials for all counts or one per count (rows with zero inputs
+    have fewer observable units).
+    ``D = Σ_r (K_r − n_r p)² / (n_r p (1 − p))`` is approximately ``χ²_R`` for R independent
     binomial counts; a mask that keeps a *fixed* number of units per row has D ≈ 0 (lower
     tail), one that keeps all-or-nothing has D ≫ R (upper tail). Two-sided.
     With ``keep_prob=None`` the rate is estimated from the counts and D has ``R − 1`` degrees
@@ -422,22 +425,29 @@ def decide_dispersion(counts, size, keep_prob=None, *, false_fail_rate=1e-6, fal
     counts = np.asarray(counts, dtype=float).ravel()
     if counts.size < 2:
         raise ValueError(f"`counts` must hold at least 2 counts; got {counts.size}")
-    size = positive_int_iv(size, "size")
+    if np.ndim(size) == 0:
+        size = np.full(counts.size, positive_int_iv(size, "size"), dtype=float)
+    else:
+        size = np.asarray(size, dtype=float).ravel()
+        if size.shape != counts.shape or np.any(size < 1):
+            raise ValueError("`size` must be a positive integer or one positive size per count")
     alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
     if keep_prob is None:
-        p = float(counts.mean() / size)
+        p = float(counts.sum() / size.sum())
         r = counts.size - 1
         if not 0 < p < 1:
             raise ValueError("`counts` must not be all 0 or all `size` when keep_prob is estimated")
     else:
         p = probability_iv(keep_prob, "keep_prob")
         r = counts.size
-    d = float(np.sum((counts - size * p) ** 2) / (size * p * (1 - p)))
+    d = float(np.sum((counts - size * p) ** 2 / (size * p * (1 - p))))
     pvalue = float(min(1.0, 2 * min(stats.chi2.cdf(d, r), stats.chi2.sf(d, r))))
     low = d / stats.chi2.isf(alpha / 2, r)
     high = d / stats.chi2.ppf(alpha / 2, r)
-    # Smallest relative change of the dispersion ratio seen with power 1 − β (either side).
-    mde = float(stats.chi2.isf(alpha / 2, r) / stats.chi2.ppf(beta, r) - 1)
+    # Smallest relative change of the dispersion ratio seen with power 1 − β, worse side.
+    up = stats.chi2.isf(alpha / 2, r) / stats.chi2.ppf(beta, r) - 1
+    down = 1 - stats.chi2.ppf(alpha / 2, r) / stats.chi2.isf(beta, r)
+    mde = float(max(up, down))
     return Decision(
         property=property, method=f"chi-square index of dispersion, {r} degrees of freedom",
         estimate=d / r, expected=1.0, ci_low=float(low), ci_high=float(high), pvalue=pvalue,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import functools
 import inspect
 import math
 
@@ -36,7 +36,7 @@ def probe_shape(shared_axes):
 
     Keep-rate power depends on the number of *independent* mask entries, so shared axes are
     kept short and the free axes long: (256, 1024) without sharing, (256, 256, 2, 2) for
-    channel dropout, (2, 131072) for one mask per batch, (256, 2, 512) for a mask shared over
+    channel dropout, (2, 131072) for one mask per batch, (512, 2, 256) for a mask shared over
     time (batch, time, features), (65536, 4) for one mask per sample.
     """
     if shared_axes == "spatial":
@@ -46,14 +46,17 @@ def probe_shape(shared_axes):
     if not shared_axes:
         return DEFAULT_PROBE_SHAPE
     axes = tuple(shared_axes)
-    ndim = max(2, max(a if a >= 0 else -a - 1 for a in axes) + 2) if any(a > 0 for a in axes) else 2
-    resolved = {a % ndim for a in axes}
-    free = [i for i in range(ndim) if i not in resolved]
+    ndim = max([2] + [a + 1 if a >= 0 else -a for a in axes])
+    shared = {a % ndim for a in axes}
+    if all(i in shared for i in range(1, ndim)):
+        ndim += 1  # keep one free non-batch axis (e.g. features after a shared time axis)
+    shared = {a % ndim for a in axes}
+    free = [i for i in range(ndim) if i not in shared]
+    exponent = 18 - len(shared)  # shared axes have length 2
     shape = [2] * ndim
-    budget = 2**18 // 2 ** len(resolved)
-    for j, i in enumerate(free):
-        shape[i] = budget if j == len(free) - 1 else 256
-        budget //= 256 if j < len(free) - 1 else 1
+    for j, i in enumerate(free):  # split 2^exponent evenly over the free axes
+        share = exponent // len(free) + (j < exponent % len(free))
+        shape[i] = 2 ** max(share, 1)
     return tuple(shape)
 
 
@@ -105,6 +108,10 @@ class Implementation:
     validates_keep_prob: bool = True
     example_input: object = dataclasses.field(default=None, compare=False, hash=False)
     name: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.shared_axes, list):  # keep the dataclass hashable
+            object.__setattr__(self, "shared_axes", tuple(self.shared_axes))
 
     @property
     def takes_keep_prob(self):
@@ -202,10 +209,12 @@ class _Run:
         self.contract = ContractModel.of(impl.contract, impl.shared_axes)
         self.x = self._probe()
         self.alpha = false_fail_rate / (len(STATISTICAL_CHECKS) * len(self.keep_probs))
-        # A pooled statistic sums ≥ NORMAL_UNITS independent terms per draw: normal by the CLT,
+        # A pooled statistic sums ≥ NORMAL_UNITS independent mask entries per draw: normal by the CLT,
         # so its null variance (known from the contract) gives a z test; else a t test.
-        self.normal_draws = self.x.size >= NORMAL_UNITS
+        entries = int(np.prod(self.contract.scheme.mask_shape(self.x.shape)))
+        self.normal_draws = entries >= NORMAL_UNITS
         self._evidence = {}
+        self.warnings = []
 
     def null_sd(self, p, which):
         """Sd of one draw's pooled statistic under the contract (None: use a t test)."""
@@ -241,6 +250,11 @@ class _Run:
                     p, min(KEEP_RATE_ERROR, p / 2, (1 - p) / 2),
                     false_fail_rate=self.alpha, false_pass_rate=self.beta)
                 need = max(need, math.ceil(trials / entries))
+        if need > MAX_DRAWS:
+            self.warnings.append(
+                f"at keep_prob={p:g} the power targets need {need} draws; capped at {MAX_DRAWS}, so "
+                "the smallest detectable errors are larger than the defaults (see min_detectable_effect); "
+                "a larger example_input restores them")
         return min(need, MAX_DRAWS)
 
     def evidence(self, p):
@@ -275,9 +289,25 @@ def _battery_iv(false_fail_rate, false_pass_rate, seed):
             probability_iv(false_pass_rate, "false_pass_rate"), seed_iv(seed))
 
 
-@functools.lru_cache(maxsize=8)
+_RUNS = collections.OrderedDict()  # (id(impl), seed, rates) -> (impl, _Run); the last 8
+
+
 def _run_for(impl, seed, false_fail_rate, false_pass_rate):
-    return _Run(impl, seed=seed, false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate)
+    """The shared run of one implementation object, so its checks reuse one evidence pass.
+
+    Keyed by the object's identity, not by equality: two Implementations that differ only in
+    ``example_input`` compare equal (arrays take no part in equality) but need their own runs.
+    The cached entry holds the object, so its id cannot be reused while cached.
+    """
+    key = (id(impl), seed, false_fail_rate, false_pass_rate)
+    cached = _RUNS.get(key)
+    if cached is None or cached[0] is not impl:
+        cached = (impl, _Run(impl, seed=seed, false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate))
+        _RUNS[key] = cached
+        while len(_RUNS) > 8:
+            _RUNS.popitem(last=False)
+    _RUNS.move_to_end(key)
+    return cached[1]
 
 
 def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3):
@@ -393,16 +423,20 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
                 if fn.__name__ in _ONCE and k > 0:
                     continue
                 results.append(_run_check(fn, run, p))
-    warn = []
+        diagnosis = []
+        if any(r.status == "failed" for r in results):
+            for p in run.keep_probs:
+                try:
+                    found = _diagnosis(run, p)
+                except Exception:  # noqa: BLE001 — a diagnosis is a bonus; the failures stand
+                    found = ()
+                for item in found:
+                    line = f"at keep_prob={p:g}: {item}"
+                    if line not in diagnosis:
+                        diagnosis.append(line)
+    warn = list(run.warnings)
     if all(p == 0.5 for p in run.keep_probs):
         warn.append("only keep_prob = 0.5 was tested: there a keep/drop swap (rand > keep_prob) is identical "
                     "in law to correct code; test an asymmetric keep_prob such as 0.8 as well.")
-    diagnosis = []
-    if any(r.status == "failed" for r in results):
-        for p in run.keep_probs:
-            for found in _diagnosis(run, p):
-                line = f"at keep_prob={p:g}: {found}"
-                if line not in diagnosis:
-                    diagnosis.append(line)
-    return VerificationResult(tuple(results), contract, seed, alpha, beta, tuple(warn), tuple(diagnosis))
+    return VerificationResult(tuple(results), impl.contract, seed, alpha, beta, tuple(warn), tuple(diagnosis))
 

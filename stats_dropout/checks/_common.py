@@ -28,8 +28,11 @@ def _failed(check, p, message, decision=None):
 def _from_decision(check, p, decision, hint=""):
     if not decision.rejected:
         return _passed(check, p, decision)
-    msg = (f"{decision.property}: estimate {decision.estimate:.6g} (CI at confidence "
-           f"1 − {decision.false_fail_rate:.2g}: [{decision.ci_low:.6g}, {decision.ci_high:.6g}]) "
+    # Holm decisions report the worst element with its simultaneous interval (level 1 − α/m).
+    ci_alpha = decision.details.get("ci_alpha", decision.false_fail_rate)
+    simultaneous = "simultaneous " if ci_alpha < decision.false_fail_rate else ""
+    msg = (f"{decision.property}: estimate {decision.estimate:.6g} ({simultaneous}CI at confidence "
+           f"1 − {ci_alpha:.2g}: [{decision.ci_low:.6g}, {decision.ci_high:.6g}]) "
            f"differs from {decision.expected:.6g} "
            f"(p = {decision.pvalue:.3g}; false-fail rate {decision.false_fail_rate:.2g}; smallest "
            f"detectable {decision.effect_units} error {decision.min_detectable_effect:.3g} at "

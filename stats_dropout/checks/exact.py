@@ -78,9 +78,11 @@ def check_input_unchanged(run, p):
 
 def _call_eval(run, p):
     fn = run.impl.bound_eval(p)
-    z1 = fn(run.x.copy())
-    z2 = fn(run.x.copy())
-    return np.asarray(z1), np.asarray(z2)
+    # Converted here, inside the callers' try: an output that is not a real array is the
+    # implementation's failure, not the battery's.
+    z1 = np.asarray(fn(run.x.copy()), dtype=np.float64)
+    z2 = np.asarray(fn(run.x.copy()), dtype=np.float64)
+    return z1, z2
 
 
 def check_eval_deterministic(run, p):
@@ -218,12 +220,13 @@ def check_backward_mask(run, p):
     for _ in range(3):
         try:
             y, grad = run.impl.backward(x.copy(), up.copy(), p)
+            y = np.asarray(y, dtype=np.float64)
+            grad = np.asarray(grad, dtype=np.float64)
         except Exception as exc:  # noqa: BLE001
-            return _failed(name, p, f"backward raised {type(exc).__name__}: {exc}.")
-        y = np.asarray(y, dtype=np.float64)
-        grad = np.asarray(grad, dtype=np.float64)
-        if grad.shape != x.shape:
-            return _failed(name, p, f"gradient has shape {grad.shape}; expected {x.shape}.")
+            return _failed(name, p, f"backward raised {type(exc).__name__}: {exc} (it must return "
+                                    "(forward output, gradient) as arrays).")
+        if grad.shape != x.shape or y.shape != x.shape:
+            return _failed(name, p, f"backward returned shapes {y.shape} and {grad.shape}; expected {x.shape}.")
         kept = y != 0
         expected = np.where(kept, up * scale, 0.0)
         bad = np.abs(grad - expected) > tol * np.abs(expected) + 1e-300

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import stats as sps
 
 from ..montecarlo import RunningMoments
-from ..results import Decision, TrainMoments
+from ..results import Decision
 from ..stats import decide_dispersion, decide_keep_rate, decide_mean_equal
 from ._common import _failed, _from_decision, _hint, _skipped, _unusable
 
@@ -149,9 +149,9 @@ def check_mean_per_unit(run, p):
         mom = ev.moments.to_result(None)
         x = run.x.astype(np.float64)
         mu, var = run.contract.mean(x, p), run.contract.var(x, p)
-        known = TrainMoments(mom.mean, var * ev.draws / max(ev.draws, 1), ev.draws)
-        d = decide_mean_equal(known, mu, false_fail_rate=run.alpha, false_pass_rate=run.beta, scale=mu,
-                              rtol=8 * np.finfo(run.x.dtype).eps, atol=1e-300, property=prop)
+        d = decide_mean_equal(mom, mu, false_fail_rate=run.alpha, false_pass_rate=run.beta, scale=mu,
+                              rtol=8 * np.finfo(run.x.dtype).eps, atol=1e-300, property=prop,
+                              null_sd=np.sqrt(var))  # a unit's mean of Gaussian noise is exactly normal
     return _from_decision(name, p, d, ("Some units are biased. " + _hint(run, p)).strip())
 
 
@@ -180,10 +180,12 @@ def check_row_dispersion(run, p):
     if (reason := _unusable(run, name, p, need_masks=True, need_variation=True)):
         return _skipped(name, p, reason)
     ev = run.evidence(p)
-    if p == 1 or ev.row_size < 10 or not ev.row_counts:
-        return _skipped(name, p, "fewer than 10 independent mask entries per row, or keep_prob = 1")
-    counts = np.concatenate(ev.row_counts)
-    d = decide_dispersion(counts, ev.row_size, None, false_fail_rate=run.alpha, false_pass_rate=run.beta,
+    usable = ev.row_sizes >= 10
+    if p == 1 or usable.sum() < 2 or not ev.row_counts:
+        return _skipped(name, p, "fewer than 2 rows with 10 or more observable mask entries, or keep_prob = 1")
+    counts = np.concatenate([c[usable] for c in ev.row_counts])
+    sizes = np.tile(ev.row_sizes[usable], len(ev.row_counts))
+    d = decide_dispersion(counts, sizes, None, false_fail_rate=run.alpha, false_pass_rate=run.beta,
                           property="variance of kept counts per row / binomial variance")
     hint = ("Dispersion far below 1 means every row keeps (almost) the same number of units: "
             "units must be kept independently (e.g. rand(...) < keep_prob), not by sampling a fixed "

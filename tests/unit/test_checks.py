@@ -93,3 +93,68 @@ def test_verify_dropout_accepts_an_implementation():
     res = sd.verify_dropout(impl)
     assert res.passed
     assert {c.keep_prob for c in res.checks} == {0.8, 0.3}
+
+
+def test_probe_shapes_for_any_shared_axes():
+    for axes in [(3,), (2, 3), (1, -1), (0, 1)]:
+        shape = probe_shape(axes)
+        assert int(np.prod(shape)) == 2**18 and min(shape) >= 2, (axes, shape)
+
+
+def test_zero_inputs_do_not_fail_a_correct_channel_dropout():
+    # Zero padding at index 0 of a shared (spatial) axis, and rows with many zeros: masks are
+    # unobservable there, which must not look like dropped units or over-dispersed rows.
+    x = sd.scheme_checks.scheme_probe((64, 16, 8, 8), seed=4)
+    x[:, :, 0, :] = 0.0
+    x[:32, :, 1:5, :] = 0.0
+
+    def channel(z, keep_prob):
+        if not 0 < keep_prob <= 1:
+            raise ValueError("keep_prob")
+        mask = np.random.rand(z.shape[0], z.shape[1], 1, 1) < keep_prob
+        return z * mask / keep_prob
+
+    res = sd.verify_dropout(channel, keep_prob=0.8, shared_axes="spatial", example_input=x)
+    assert res.passed, str(res)
+
+
+def test_zero_rows_do_not_fail_row_dispersion():
+    x = PROBE.copy()
+    x[:32, 16:] = 0.0
+    res = sd.verify_dropout(good, keep_prob=0.8, example_input=x)
+    assert res.passed, str(res)
+
+
+def test_ragged_output_and_random_eval_neither_escape_nor_touch_the_callers_rng():
+    np.random.seed(5)
+    state = np.random.get_state()[1].copy()
+    ragged = sd.verify_dropout(lambda x: [[1.0], [1.0, 2.0]], keep_prob=0.8, example_input=PROBE)
+    assert not ragged.passed
+    noisy_eval = sd.verify_dropout(good, lambda x: good(x, 0.5), keep_prob=0.8, example_input=PROBE)
+    assert not noisy_eval.passed
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+def test_iter_checks_does_not_share_evidence_between_probes():
+    a = sd.Implementation(good, keep_prob=0.8, example_input=np.ones((16, 64)))
+    b = sd.Implementation(good, keep_prob=0.8, example_input=-np.ones((32, 64)))
+    na = dict(sd.iter_checks(a))["check_keep_rate[keep_prob=0.8]"](a).decision.n
+    nb = dict(sd.iter_checks(b))["check_keep_rate[keep_prob=0.8]"](b).decision.n
+    assert na != nb
+
+
+def test_capped_draws_are_announced():
+    res = sd.verify_dropout(good, keep_prob=0.8, example_input=np.ones((8, 16)))
+    assert any("capped" in w for w in res.warnings)
+
+
+def test_bad_shared_axes_and_torch_modules_are_named():
+    with pytest.raises(TypeError, match=r"`shared_axes` must be a tuple of ints"):
+        sd.verify_dropout(good, keep_prob=0.8, shared_axes=1)
+    with pytest.raises(ValueError, match=r"`shared_axes` must be one of 'spatial', 'non_batch'; got 'foo'"):
+        sd.verify_dropout(good, keep_prob=0.8, shared_axes="foo")
+    with pytest.raises(ValueError, match=r"`shared_axes` \(5,\) names axes the 2-d probe does not have"):
+        sd.verify_dropout(good, keep_prob=0.8, shared_axes=(5,), example_input=PROBE)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"`train` is a torch module \(Dropout\); wrap it first"):
+        sd.verify_dropout(torch.nn.Dropout(0.2), keep_prob=0.8)
