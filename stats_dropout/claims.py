@@ -240,11 +240,16 @@ def measure_c01(settings):
 def decide_c01(m):
     layer, relu = m["layer"], m["gaps"]["relu"]
     sig = m["gaps"]["sigmoid"]
-    if layer["rejected"] or not layer["equivalent"]:
+    if layer["rejected"]:
         return Verdict(FALSE, "relative bias of E[train] vs eval (inverted layer)", layer["bias"],
                        layer["ci_low"], layer["ci_high"],
                        f"The layer's mean train output differs from its eval output by "
                        f"{100 * layer['bias']:.2f} % — the equality does not hold here.")
+    if not layer["equivalent"]:  # neither shown equal nor shown different: too few draws
+        return Verdict(APPROXIMATELY, "relative bias of E[train] vs eval (inverted layer)", layer["bias"],
+                       layer["ci_low"], layer["ci_high"],
+                       f"No difference was detected ({100 * layer['bias']:+.2f} %), but these draws "
+                       f"cannot resolve it to ±{100 * layer['margin']:g} %; run with more draws.")
     gap_seen = _differs(relu["ci_low"], relu["ci_high"], 0.0) or _differs(sig["ci_low"], sig["ci_high"], 0.0)
     if gap_seen:
         return Verdict(APPROXIMATELY, "relative gap E[relu(next layer)] − eval, after the dropout layer",
@@ -302,7 +307,11 @@ def measure_c03(settings):
     x = scheme_probe(seed=seed)
     rows = [dict(_relative_bias("inverted", p, x, x, seed + k, settings, margin=0.01), keep_prob=p)
             for k, p in enumerate(C03_KEEP_PROBS)]
-    return {"by_keep_prob": rows, "var_positive": all(p < 1 for p in C03_KEEP_PROBS),
+    # "Only in expectation": is a single pass different from x? Measured, not assumed: the
+    # fraction of units of one pass that differ from their input, over a few passes.
+    changed = [float(np.mean(get_scheme("inverted").train(x, p, seed + 100 + k) != x))
+               for k, p in enumerate(C03_KEEP_PROBS)]
+    return {"by_keep_prob": rows, "var_positive": min(changed) > 0, "changed_fraction": changed,
             "draws": sum(r["n"] for r in rows), "keep_prob": np.nan}
 
 
@@ -644,9 +653,13 @@ TRAJECTORY_ATOL = 1e-9
 def decide_c10(m):
     st, inv, tr = m["standard"], m["inverted"], m.get("training")
     fig = "relative bias of standard dropout: E[train] vs p·x (eval)"
-    if not (st["equivalent"] and inv["equivalent"]):
+    if st["rejected"] or inv["rejected"]:
         return Verdict(FALSE, fig, st["bias"], st["ci_low"], st["ci_high"],
                        "One of the two schemes does not keep its mean contract.")
+    if not (st["equivalent"] and inv["equivalent"]):  # not resolved at these draws
+        return Verdict(APPROXIMATELY, fig, st["bias"], st["ci_low"], st["ci_high"],
+                       "No bias was detected in either scheme, but these draws cannot resolve it to the "
+                       "equivalence margin; run with more draws.")
     layer = (f"Both keep the average: standard dropout's E[train] matches p·x "
              f"({100 * st['bias']:+.3f} %), inverted's matches x ({100 * inv['bias']:+.3f} %)")
     if tr is None:

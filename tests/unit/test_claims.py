@@ -98,6 +98,8 @@ CASES = [
     ("C01", {"layer": _bias(0.0, 0.002), "gaps": _gaps(0.14, -0.01)}, APPROXIMATELY),
     ("C01", {"layer": _bias(0.0, 0.002), "gaps": _gaps(0.0, 0.0)}, HOLDS),
     ("C01", {"layer": _bias(0.2, 0.002), "gaps": _gaps(0.0, 0.0)}, FALSE),
+    # too few draws: not shown equal, not shown different -> not "false"
+    ("C01", {"layer": _bias(0.0, 0.04), "gaps": _gaps(0.0, 0.0)}, APPROXIMATELY),
     ("C02", {"spread": 0.25, "ci_low": 0.249, "ci_high": 0.251, "theory": 0.25, "zeroed": 0.2}, FALSE),
     ("C02", {"spread": 0.0, "ci_low": -0.001, "ci_high": 0.001, "theory": 0.25, "zeroed": 0.0}, HOLDS),
     ("C03", {"by_keep_prob": [dict(_bias(0.001, 0.003), keep_prob=p) for p in (0.2, 0.8)],
