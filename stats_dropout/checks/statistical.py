@@ -271,8 +271,11 @@ def check_noise_distribution(run, p):
     n = r.size
     # Smallest KS distance detected: critical value plus the power margin (asymptotic bounds).
     mde = float(math.sqrt(-math.log(run.alpha / 2) / (2 * n)) + math.sqrt(-math.log(run.beta) / (2 * n)))
-    d = Decision("noise y/x follows N(1, (1 − keep_prob)/keep_prob)", "Kolmogorov–Smirnov",
-                 float(res.statistic), 0.0, 0.0, float(res.statistic), float(res.pvalue), run.alpha, run.beta,
+    # DKW band: the true sup-distance lies within D ± sqrt(ln(2/α) / (2n)) with probability 1 − α.
+    band = math.sqrt(math.log(2 / run.alpha) / (2 * n))
+    stat = float(res.statistic)
+    d = Decision("sup-distance of the noise y/x from N(1, (1 − keep_prob)/keep_prob)", "Kolmogorov–Smirnov",
+                 stat, 0.0, max(0.0, stat - band), stat + band, float(res.pvalue), run.alpha, run.beta,
                  mde, int(n), bool(res.pvalue < run.alpha))
     return _from_decision(name, p, d, f"The noise should be normal with mean 1 and sd {sd:.4f}.")
 
