@@ -102,6 +102,15 @@ def choice_iv(value, name, choices):
     return value
 
 
+def callable_iv(obj, name, *, optional=False, what="callable"):
+    """Return ``obj`` if it is callable (or None when ``optional``) or raise naming ``name``."""
+    if obj is None and optional:
+        return obj
+    if not callable(obj):
+        raise TypeError(f"`{name}` must be {what}{' or None' if optional else ''}; got {obj!r}")
+    return obj
+
+
 def rng_iv(rng, name="rng"):
     """Return a ``numpy.random.Generator`` from anything ``default_rng`` accepts."""
     if isinstance(rng, np.random.Generator):

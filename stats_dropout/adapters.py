@@ -35,7 +35,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import choice_iv, keep_prob_iv
+from ._validation import callable_iv, choice_iv, keep_prob_iv
 
 __all__ = [
     "from_torch",
@@ -305,12 +305,6 @@ def _layer_iv(layer):
     return int(layer)
 
 
-def _callable_iv(func, name):
-    if not callable(func):
-        raise TypeError(f"`{name}` must be callable; got {func!r}")
-    return func
-
-
 def _as_columns(x):
     """(batch, features...) -> (features, batch): the course puts examples in columns."""
     x = np.asarray(x)
@@ -422,7 +416,7 @@ def from_course(forward, *, layer=1):
     ``forward`` that calls ``np.random.seed`` itself (as the course template does) returns the
     same mask on every call, and the battery sees exactly that.
     """
-    _callable_iv(forward, "forward")
+    callable_iv(forward, "forward")
     layer = _layer_iv(layer)
     field = _CACHE_INDEX[f"A{layer}"]
 
@@ -468,8 +462,8 @@ def course_backward(forward, backward, *, layer=1):
     (relative error ≤ 2 machine epsilons of the dtype); and a layer-2 backward that forgets its
     ``1/keep_prob`` shows up as a layer-1 scale error.
     """
-    _callable_iv(forward, "forward")
-    _callable_iv(backward, "backward")
+    callable_iv(forward, "forward")
+    callable_iv(backward, "backward")
     layer = _layer_iv(layer)
     field = _CACHE_INDEX[f"A{layer}"]
     i = _CACHE_INDEX
@@ -556,7 +550,7 @@ def from_cs231n(forward, *, p_means="keep"):
         ``f(x, keep_prob) -> out`` calling ``forward`` in mode ``"train"`` and ``"test"``. No
         ``"seed"`` key is ever passed: randomness comes from numpy's global RNG.
     """
-    _callable_iv(forward, "forward")
+    callable_iv(forward, "forward")
     p_means = _p_means_iv(p_means)
     base = getattr(forward, "__name__", "dropout_forward")
 
@@ -588,8 +582,8 @@ def cs231n_backward(forward, backward, *, p_means="keep"):
         Runs ``forward`` in train mode, then ``backward(upstream, cache)`` on its cache, and
         returns ``(out, dx)``. Correct inverted dropout: ``dx = upstream * mask / keep_prob``.
     """
-    _callable_iv(forward, "forward")
-    _callable_iv(backward, "backward")
+    callable_iv(forward, "forward")
+    callable_iv(backward, "backward")
     p_means = _p_means_iv(p_means)
 
     def run(x, upstream, keep_prob):

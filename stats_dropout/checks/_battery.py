@@ -12,7 +12,7 @@ import numpy as np
 from .._contracts import CONTRACTS, ContractModel
 from .._evidence import Collector
 from .._rng import seeded_global_rngs
-from .._validation import choice_iv, float_array_iv, keep_prob_iv, probability_iv, seed_iv
+from .._validation import callable_iv, choice_iv, float_array_iv, keep_prob_iv, probability_iv, seed_iv
 from ..results import VerificationResult
 from ..scheme_checks import scheme_probe
 from ..stats import min_draws_for_mean_error, min_trials_for_keep_rate_error
@@ -153,9 +153,8 @@ def _callable_iv(obj, name, optional=True):
                         "train, eval = stats_dropout.adapters.from_torch(module) with "
                         "**stats_dropout.adapters.torch_spec(module), or "
                         "stats_dropout.adapters.torch_implementation(module)")
-    if not callable(obj):
-        kind = "callable or None" if optional else "callable (x -> y or (x, keep_prob) -> y)"
-        raise TypeError(f"`{name}` must be {kind}; got {obj!r}")
+    callable_iv(obj, name, optional=optional,
+                what="callable" if optional else "callable (x -> y or (x, keep_prob) -> y)")
 
 
 def _shared_axes_iv(shared_axes, example_input):
