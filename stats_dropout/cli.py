@@ -115,6 +115,11 @@ def main(argv=None):
     except UsageError as exc:
         print(f"stats-dropout: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `stats-dropout verify ... | head`: the reader left; no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
