@@ -99,11 +99,11 @@ def _t_ci(values, level):
     n = values.shape[0]
     mean = values.mean(axis=0)
     se = values.std(axis=0, ddof=1) / math.sqrt(n)
-    half = sps.t.isf((1 - level) / 2, n - 1) * se
+    low, high = stats.t_interval(mean, se, n - 1, level)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.where(se > 0, 2 * sps.t.sf(np.abs(mean) / np.where(se > 0, se, 1.0), n - 1),
                      np.where(mean == 0, 1.0, 0.0))
-    return mean, mean - half, mean + half, p
+    return mean, low, high, p
 
 
 def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_prob=0.8, hidden=128,

@@ -494,3 +494,62 @@ def decide_equivalence(estimate, std_error, margin, *, df=None, alpha=0.05):
         ci_high=float(estimate + half), pvalue=p, alpha=alpha, equivalent=bool(p < alpha),
         n=-1 if df is None else int(df) + 1,
     )
+
+
+# --- shared interval and sample-size helpers -------------------------------------------------
+def t_interval(mean, std_error, df, level):
+    """Two-sided Student-t confidence interval for a mean.
+
+    ``mean ± t_{(1+level)/2, df} · se``, with the quantile computed as
+    ``t.isf((1 − level) / 2, df)``. Works elementwise on arrays.
+
+    Parameters
+    ----------
+    mean, std_error : float or array_like
+        Estimate and its standard error (broadcast together).
+    df : int
+        Student-t degrees of freedom (``n − 1`` for the mean of ``n`` draws).
+    level : float
+        Confidence level in (0, 1).
+
+    Returns
+    -------
+    (low, high)
+        ``mean − half`` and ``mean + half`` with ``half = t_{(1+level)/2, df} · se``.
+    """
+    half = stats.t.isf((1 - level) / 2, df) * std_error
+    return mean - half, mean + half
+
+
+def tost_sample_size(sd, margin, *, alpha, power, min_draws):
+    """Draws for a TOST at ``±margin`` to declare a truly zero difference equivalent.
+
+    Normal approximation::
+
+        n = max(min_draws, ⌈((z_{1−α} + z_{(1+power)/2}) σ / ε)²⌉)
+
+    so that :func:`decide_equivalence` at level ``alpha`` declares equivalence with probability
+    ``power`` when the true difference is 0 and one draw has standard deviation σ. When σ is
+    not positive (or NaN) the answer is ``min_draws``. No upper cap: callers apply their own.
+
+    Parameters
+    ----------
+    sd : float
+        σ, the standard deviation of one draw of the statistic.
+    margin : float
+        ε > 0, the equivalence margin.
+    alpha : float
+        TOST level.
+    power : float
+        Probability of declaring a zero difference equivalent.
+    min_draws : int
+        Floor on the answer.
+
+    Returns
+    -------
+    int
+    """
+    if not sd > 0:
+        return min_draws
+    z = stats.norm.isf(alpha) + stats.norm.isf((1 - power) / 2)
+    return max(min_draws, math.ceil((z * sd / margin) ** 2))

@@ -105,7 +105,7 @@ def test_input_validation(kwargs, exc, match):
 
 # --- cache and resume -----------------------------------------------------------------------
 def test_interrupted_sweep_resumes_from_its_cells(tmp_path, monkeypatch):
-    real = reporting._compute_summary_cell
+    real = reporting.sweep._compute_summary_cell  # summary_cell resolves it in reporting/sweep.py
     calls = []
 
     def flaky(cell):
@@ -114,7 +114,7 @@ def test_interrupted_sweep_resumes_from_its_cells(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the third cell
         return real(cell)
 
-    monkeypatch.setattr(reporting, "_compute_summary_cell", flaky)
+    monkeypatch.setattr(reporting.sweep, "_compute_summary_cell", flaky)
     options = dict(min_draws=100, max_draws=100, cache_dir=str(tmp_path))
     grid = (("inverted", "standard"), (0.4, 0.9))
     with pytest.raises(KeyboardInterrupt):
@@ -124,7 +124,7 @@ def test_interrupted_sweep_resumes_from_its_cells(tmp_path, monkeypatch):
     calls.clear()
     resumed = reporting.sweep_summary(*grid, **options)
     assert calls == [("standard", 0.4), ("standard", 0.9)]  # only the unfinished cells ran
-    monkeypatch.setattr(reporting, "_compute_summary_cell", real)
+    monkeypatch.setattr(reporting.sweep, "_compute_summary_cell", real)
     fresh = reporting.sweep_summary(*grid, min_draws=100, max_draws=100)
     pd.testing.assert_frame_equal(resumed, fresh)
 

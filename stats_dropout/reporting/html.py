@@ -1,0 +1,185 @@
+"""The report's HTML page: figure captions, the claims ledger table, pandas Styler tables
+and the page itself (:func:`_html`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from .tables import REPORT_EXPERIMENTS
+
+FIGURES = {
+    "bias": ("Mean bias vs keep_prob",
+             "Relative bias β of the train output, E[train] = (1 + β)·eval, with 95 % confidence "
+             "bands. Left: every scheme with a mean contract stays inside the TOST margin at every "
+             "keep_prob. Right: alpha dropout promises moments over N(0, 1) inputs only, so per "
+             "input its mean moves; the no-rescale bug is biased by exactly p − 1."),
+    "variance": ("Variance: Monte Carlo vs theory",
+                 "Per-unit variance of the train output (mean over the probe's units): dots are "
+                 "Monte-Carlo estimates with 95 % intervals, lines the closed forms of THEORY.md "
+                 "(x²(1−p)/p for inverted dropout). Dropout's noise grows without bound as "
+                 "keep_prob falls."),
+    "norm_inflation": ("Norm inflation",
+                       "E‖D∘A/p‖ / ‖A‖ on the thread's 3×4 matrix and on random matrices, with 95 % "
+                       "intervals: the 1/keep_prob rescale keeps each unit's mean but inflates the "
+                       "2-norm by about 1/√p; without it the norm shrinks by about √p."),
+    "inference_gap": ("Inference gap per activation",
+                      "E[f(train)] − f(eval) for one dropped layer feeding an activation f: zero for "
+                      "the identity (linear networks are exact), non-zero after ReLU, tanh, sigmoid, "
+                      "SELU and softmax. Bars: simultaneous intervals; line: exact enumeration where "
+                      "available."),
+    "mc_averaging": ("MC averaging vs weight scaling",
+                     "Test error on scikit-learn's digits of the average of k stochastic passes "
+                     "against the one-pass weight-scaled network (dashed, with its interval), "
+                     "across independently trained networks."),
+}
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1150px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.82em;margin:.6em 0}
+th,td{border:1px solid #ddd;padding:.25em .5em;vertical-align:top}th{background:#f3f3f3}
+.verdict-holds{background:#dff0d8}.verdict-false{background:#f2dede}
+.verdict-approx{background:#fcf8e3}.verdict-expect{background:#d9edf7}
+figure{margin:1.2em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:.9em;color:#444}
+.scroll{overflow-x:auto}code{background:#f5f5f5;padding:0 .2em}
+"""
+
+_VERDICT_CLASS = {"holds": "verdict-holds", "false": "verdict-false",
+                  "holds approximately": "verdict-approx", "holds in expectation only": "verdict-expect"}
+
+
+def _inline_svg(svg):
+    """SVG markup without its XML prolog and DOCTYPE, for inlining in HTML."""
+    start = svg.find("<svg")
+    return svg[start:] if start >= 0 else svg
+
+
+def _styled(frame, uuid, *, precision=4, columns=None):
+    """A pandas Styler table with a fixed uuid (stable HTML) and compact number formats."""
+    from pandas.io.formats.style import Styler
+
+    frame = frame if columns is None else frame[[c for c in columns if c in frame.columns]]
+    # cell_ids=False: no per-cell element ids, which would double the page's size.
+    styler = Styler(frame, uuid=uuid, cell_ids=False).hide(axis="index")
+    floats = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
+    styler = styler.format({c: f"{{:.{precision}g}}" for c in floats}, na_rep="")
+    return styler.to_html()
+
+
+def _ledger_html(ledger):
+    from html import escape
+
+    rows = []
+    for r in ledger.itertuples(index=False):
+        cls = _VERDICT_CLASS.get(r.verdict, "")
+        ci = ("" if r.ci_low == r.ci_high else
+              f"<br><small>{100 * r.confidence_level:g} % CI [{r.ci_low:.5g}, {r.ci_high:.5g}]</small>")
+        kp = "" if np.isnan(r.keep_prob) else f", keep_prob {r.keep_prob:g}"
+        rows.append(
+            f"<tr id='{r.id}'><td><b>{r.id}</b></td><td>{escape(r.claim)}</td>"
+            f"<td class='{cls}'><b>{escape(r.verdict)}</b></td>"
+            f"<td>{escape(r.figure_name)}: <b>{r.figure:.6g}</b>{ci}</td>"
+            f"<td>{escape(r.explanation)}<br><small>Measured by: {escape(r.measurement)} "
+            f"Seed {r.seed}, {r.draws} draws{kp}.</small></td></tr>")
+    return ("<table class='ledger'><thead><tr><th>id</th><th>claim (from the thread)</th>"
+            "<th>verdict</th><th>deciding figure</th><th>what it means</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def _html(summary, ledger, tables, figures, metadata):
+    from html import escape
+
+    v = metadata["versions"]
+    sweep = metadata["sweep"]
+    counts = ledger["verdict"].value_counts()
+    verdict_line = ", ".join(f"{counts[k]} {k}" for k in
+                             ("holds", "holds in expectation only", "holds approximately", "false")
+                             if k in counts)
+    fig_html = []
+    for name, (title, caption) in FIGURES.items():
+        fig_html.append(f"<figure id='fig-{name}'><h3>{escape(title)}</h3>"
+                        f"{_inline_svg(figures[name]['svg'])}"
+                        f"<figcaption>{escape(caption)} (Standalone files: "
+                        f"<code>figures/{name}.svg</code>, <code>figures/{name}.png</code>.)"
+                        f"</figcaption></figure>")
+    summary_cols = ["scheme", "keep_prob", "contract", "n_draws", "relative_bias",
+                    "relative_bias_ci_low", "relative_bias_ci_high", "equivalent", "var_theory",
+                    "var_empirical", "var_ratio", "var_ratio_ci_low", "var_ratio_ci_high",
+                    "keep_rate", "keep_rate_ci_low", "keep_rate_ci_high"]
+    exp_html = []
+    for name, (csv_name, _) in REPORT_EXPERIMENTS.items():
+        exp_html.append(f"<h3>{escape(name)} <small>(<code>{csv_name}</code>)</small></h3>"
+                        f"<div class='scroll'>{_styled(tables[name], name)}</div>")
+    versions = ", ".join(f"{k} {val}" for k, val in v.items() if val)
+    options = metadata["options"]
+    draws_cap = "" if options["draws"] is None else f", capped at {options['draws']}"
+    dirty = " (with uncommitted changes)" if metadata["source"]["uncommitted_changes"] else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>stats_dropout report — seed {metadata['seed']}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>stats_dropout report</h1>
+<p>What dropout does at train time, measured: the bias and the spread of every reference scheme
+across keep_prob, what happens after a nonlinearity, and every claim of the forum thread on
+inverted dropout answered by a measurement. Seed {metadata['seed']};
+{sweep['cells']} sweep cells, {sweep['total_draws']:,} Monte-Carlo draws in the sweep.
+Every number can be reproduced with <code>stats-dropout report --out DIR --seed {metadata['seed']}</code>
+(same options give byte-identical CSV files).</p>
+<p>Contents: <a href="#ledger">claims ledger</a> · <a href="#figures">figures</a> ·
+<a href="#summary">sweep table</a> · <a href="#experiments">experiments</a> ·
+<a href="#methods">methods</a></p>
+
+<h2 id="ledger">Claims ledger</h2>
+<p>Each claim of the thread (paraphrased), the verdict computed from its measurement at run
+time ({verdict_line}), the figure that decides it with its confidence interval, and one
+sentence. Verdicts: <b>holds</b>; <b>holds in expectation only</b> (true of the average over
+masks, not of a single pass); <b>holds approximately</b>; <b>false</b>.</p>
+<div class="scroll">{_ledger_html(ledger)}</div>
+
+<h2 id="figures">Figures</h2>
+{''.join(fig_html)}
+
+<h2 id="summary">Sweep: schemes × keep_prob (<code>summary.csv</code>)</h2>
+<p>Relative bias β (E[train] = (1 + β)·eval) by the projection ratio, with its 95 % interval;
+<code>equivalent</code> is the TOST decision that |β| &lt; {sweep['tost_margin']:g} at level 0.05;
+variance ratio = empirical / theoretical per-unit variance; keep rate over independent mask
+entries with its exact (Clopper–Pearson) 95 % interval. <code>no_rescale</code> is a
+deliberately wrong implementation shown for contrast. Alpha dropout's contract is
+distribution-level (moments over N(0, 1) inputs), so its per-input bias is expected.</p>
+<div class="scroll">{_styled(summary, "summary", columns=summary_cols)}</div>
+
+<h2 id="experiments">Experiments through nonlinearities and training</h2>
+{''.join(exp_html)}
+
+<h2 id="methods">Methods</h2>
+<ul>
+<li><b>Seeds.</b> Run seed {metadata['seed']}. Each sweep cell draws from its own stream,
+seeded by a hash of (seed, scheme, keep_prob), so cells are independent and adding a keep_prob
+leaves the others unchanged. Monte-Carlo draws come in blocks with their own
+<code>SeedSequence</code> children: results do not depend on workers or executors.</li>
+<li><b>Draws.</b> Sweep: per cell, the number of draws that lets TOST declare an unbiased
+scheme equivalent within ±{sweep['tost_margin']:g} (relative) with probability 0.999, computed
+from the exact variance of the statistic, at least 2000 and at most
+{'200000' if options['draws'] is None else options['draws']}. Claims: sizes computed the same
+way at a 99 % level (TOST level 0.01, power 0.999){draws_cap}.</li>
+<li><b>Error rates.</b> Sweep intervals are 95 % per cell (so about one correct cell in twenty
+has an interval missing 0 by chance; the TOST verdict is the decision). Ledger intervals are
+99 %; "differs" means the 99 % interval excludes the value; "equal within ε" is a TOST at level
+0.01. Experiment tables state their own levels and false-fail rates (columns
+<code>confidence_level</code>, <code>pvalue</code>, <code>rejected</code>).</li>
+<li><b>Probe.</b> Sweep cells use a standardised normal array of shape (32, 4, 8): batch,
+channels or time, features.</li>
+<li><b>Versions.</b> {escape(versions)}; source commit
+<code>{escape(str(metadata['source']['git_commit']))}</code>{dirty}.</li>
+<li><b>Run.</b> {escape(metadata['timestamp'])}, {metadata['runtime_seconds']} s.
+Options: {escape(json.dumps(options))}. Full details in <code>metadata.json</code>.</li>
+</ul>
+</body></html>
+"""

@@ -1,0 +1,174 @@
+"""The report: :func:`write_report` runs the sweep, the experiments and the claims ledger and
+writes CSV files, figures, ``metadata.json`` and ``index.html``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .._validation import positive_int_iv, seed_iv
+from ._files import _atomic_write_text, write_csv
+from .html import _html
+from .sweep import REPORT_KEEP_PROBS, sweep_summary
+from .tables import REPORT_EXPERIMENTS, _all_experiment_tables, _experiment_options
+
+
+def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, executor="local",
+                 scheduler=None, progress=False, parallel=True, experiment_options=None,
+                 figure_formats=("svg", "png")):
+    """Run the sweeps, the experiments and the claims ledger; write CSVs, figures and HTML.
+
+    Parameters
+    ----------
+    out : str
+        Output directory (created). Finished sweep cells and experiment tables are cached in
+        ``out/.cells`` keyed by every option, so an interrupted run resumes where it stopped.
+    seed : int
+    draws : int, optional
+        Cap on Monte-Carlo draws per sweep cell, per claim measurement and per experiment
+        (default: the computed sizes).
+    keep_probs, schemes : sequence, optional
+        The sweep's grid (default :data:`REPORT_KEEP_PROBS`, every scheme and contrast).
+    executor, scheduler : str
+        Where sweep cells run (:func:`stats_dropout._executors.map_cells`).
+    progress : bool
+        Progress bars on stderr.
+    parallel : bool
+        Compute the experiment tables in a second process while the sweep runs (the report's
+        two-core budget); the results do not depend on it.
+    experiment_options : dict, optional
+        ``{experiments function name: {option: value}}`` overriding :data:`REPORT_EXPERIMENTS`
+        (smaller runs for tests); recorded in ``metadata.json``.
+    figure_formats : tuple of {"svg", "png"}
+        Standalone figure files to write (the HTML inlines the SVG either way).
+
+    Returns
+    -------
+    dict
+        Paths of the files written, by name.
+    """
+    import concurrent.futures
+    import multiprocessing
+    import time
+
+    started = time.perf_counter()
+    keep_probs = REPORT_KEEP_PROBS if keep_probs is None else tuple(keep_probs)
+    draws = None if draws is None else positive_int_iv(draws, "draws")
+    seed = seed_iv(seed)
+    cache = os.path.join(out, ".cells")
+    os.makedirs(cache, exist_ok=True)
+
+    pool = None
+    if parallel:
+        # spawn, not fork: the parent may hold threads (BLAS, dask), and fork would copy locks.
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        future = pool.submit(_all_experiment_tables, seed, draws, cache, experiment_options)
+    try:
+        summary = sweep_summary(schemes, keep_probs, seed=seed,
+                                max_draws=200_000 if draws is None else draws, cache_dir=cache,
+                                executor=executor, scheduler=scheduler, progress=progress)
+        tables = (future.result() if parallel
+                  else _all_experiment_tables(seed, draws, cache, experiment_options))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+    from ..claims import claims_ledger
+
+    ledger = claims_ledger(seed=seed, max_draws=draws, tables=dict(tables), progress=progress)
+    files = {}
+    files["summary"] = os.path.join(out, "summary.csv")
+    write_csv(summary, files["summary"])
+    files["claims"] = os.path.join(out, "claims.csv")
+    write_csv(ledger, files["claims"])
+    for name, (csv_name, _) in REPORT_EXPERIMENTS.items():
+        files[name] = os.path.join(out, csv_name)
+        write_csv(tables[name], files[name])
+
+    figures = _write_figures(out, summary, tables, figure_formats)
+    runtime = time.perf_counter() - started
+    metadata = _metadata(seed=seed, draws=draws, keep_probs=keep_probs, schemes=schemes,
+                         executor=executor, runtime=runtime, summary=summary,
+                         experiment_options=experiment_options)
+    files["metadata"] = os.path.join(out, "metadata.json")
+    _atomic_write_text(files["metadata"], json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    files["index"] = os.path.join(out, "index.html")
+    _atomic_write_text(files["index"], _html(summary, ledger, tables, figures, metadata))
+    files.update({f"figure:{k}": v["path"] for k, v in figures.items()})
+    return files
+
+
+def _write_figures(out, summary, tables, formats=("svg", "png")):
+    from .. import figures as fg
+
+    directory = os.path.join(out, "figures")
+    os.makedirs(directory, exist_ok=True)
+    makers = {
+        "bias": lambda: fg.plot_bias(summary),
+        "variance": lambda: fg.plot_variance(summary),
+        "norm_inflation": lambda: fg.plot_norm_inflation(tables["norm_table"]),
+        "inference_gap": lambda: fg.plot_inference_gap(tables["inference_gap"]),
+        "mc_averaging": lambda: fg.plot_mc_averaging(tables["mc_averaging"]),
+    }
+    result = {}
+    for name, make in makers.items():
+        stem = os.path.join(directory, name)
+        svg = fg.save_figure(make(), stem, formats=formats)
+        result[name] = {"svg": svg, "path": stem + ".svg"}
+    return result
+
+
+def _versions():
+    import platform
+    import sys
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for dist in ("stats-dropout", "numpy", "scipy", "pandas", "matplotlib", "scikit-learn"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def _source_revision():
+    """``(commit, dirty)`` of the git checkout holding this package, or ``(None, None)``.
+
+    Numbers depend on the code that drew them, not only on the version string; a reviewer
+    reproducing a report needs the commit.
+    """
+    import subprocess
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # stats_dropout/
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", here],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, bool(status.strip())
+
+
+def _metadata(*, seed, draws, keep_probs, schemes, executor, runtime, summary, experiment_options):
+    import datetime
+
+    experiments = {name: {k: (list(v) if isinstance(v, tuple) else v)
+                          for k, v in _experiment_options(name, seed, draws, experiment_options).items()}
+                   for name in REPORT_EXPERIMENTS}
+    return {
+        "command": "stats-dropout report",
+        "seed": seed,
+        "options": {"draws": draws, "keep_probs": list(keep_probs),
+                    "schemes": None if schemes is None else list(schemes), "executor": executor},
+        "experiments": experiments,
+        "sweep": {"cells": int(len(summary)), "total_draws": int(summary["n_draws"].sum()),
+                  "tost_margin": float(summary["tost_margin"].iloc[0]),
+                  "confidence_level": float(summary["confidence_level"].iloc[0])},
+        "versions": _versions(),
+        "source": dict(zip(("git_commit", "uncommitted_changes"), _source_revision())),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "runtime_seconds": round(runtime, 1),
+    }
