@@ -47,6 +47,8 @@ __all__ = [
     "min_mean_error_detectable_by_t",
     "min_trials_for_keep_rate_error",
     "min_keep_rate_error_detectable_by_binomial",
+    "t_interval",
+    "tost_sample_size",
 ]
 
 
