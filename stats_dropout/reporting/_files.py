@@ -21,18 +21,7 @@ def _default_mode():
 def _atomic_write_text(path, text):
     """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``,
     so a reader (or an interrupted run) never sees a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write_bytes(path, text.encode("utf-8"))  # newline="" semantics: no translation
 
 
 def _atomic_write_bytes(path, data):
