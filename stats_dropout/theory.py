@@ -1,4 +1,4 @@
-"""Closed forms that every check is held against (``shared/THEORY.md``).
+"""Closed forms that every check is held against (``docs/THEORY.md``).
 
 Notation: ``p`` (``keep_prob``) is the probability that a unit is *kept*;
 ``r ~ Bernoulli(p)``. Each function states one formula and where it comes from:

@@ -1,6 +1,6 @@
 """The claims ledger: every claim of the seed forum thread, answered by a measurement.
 
-``shared/CLAIMS.md`` lists seventeen claims (C01–C17) that learners and a mentor made about
+``docs/CLAIMS.md`` lists seventeen claims (C01–C17) that learners and a mentor made about
 inverted dropout. Each claim here has two functions:
 
 ``measure_cNN(settings) -> dict``
