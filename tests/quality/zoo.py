@@ -1,7 +1,7 @@
 """Deliberately wrong (and several correct) dropout implementations: the battery's power test.
 
-Each bug is one a learner or a library author actually makes (the forum thread in
-forum thread behind docs/CLAIMS.md and the issue list them); each is written the way such code is written. The
+Each bug is one a learner or a library author actually makes (the forum thread behind
+docs/CLAIMS.md and the issue list them); each is written the way such code is written. The
 table at the bottom says which check must catch it, at which keep probabilities (a keep/drop
 swap is identical in law to correct code at 0.5), and a fragment of the message.
 """
