@@ -159,8 +159,13 @@ def _masked_full(x, keep_prob, rng, n_draws, divisor):
     rows = 1 if n_draws is None else n_draws
     out = np.empty(((rows,) if n_draws is not None else ()) + x.shape, dtype=x.dtype)
     out2, x1 = out.reshape(rows, x.size), x.reshape(x.size)
-    if _fastmask is not None and x.dtype.type in (np.float32, np.float64) and out2.size:
-        _masked_full_fused(x1, out2, keep_prob, rng, divisor)
+    if _fused(x):
+        # The kernel validates x in the pass it makes anyway (DropoutScheme._train_iv deferred
+        # the finiteness check here); on a non-finite input the generator is put back untouched.
+        state = rng.bit_generator.state
+        if not _masked_full_fused(x1, out2, keep_prob, rng, divisor):
+            rng.bit_generator.state = state
+            float_array_iv(x)  # raises the usual "`x` must be finite" error
         return out
     # "invalid" can only come from the 0 · inf that _apply_mask detects and redoes; one
     # errstate for the whole loop (entering one costs microseconds, a chunk ~30 µs).
@@ -170,12 +175,18 @@ def _masked_full(x, keep_prob, rng, n_draws, divisor):
     return out
 
 
+def _fused(x):
+    """Whether the C kernel handles ``x`` (it also checks its finiteness)."""
+    return _fastmask is not None and x.dtype.type in (np.float32, np.float64) and x.size > 0
+
+
 def _masked_full_fused(x1, out2, keep_prob, rng, divisor):
     """:func:`_masked_full` with the optional C kernel: same random stream, same bits.
 
     Per chunk the random words are drawn exactly as ``_draw_keep`` draws them; the kernel
     keeps, rescales or zeroes each unit in one pass and lists the ties (top byte == hi), whose
     remaining bits are then drawn, in the same order and number, as ``_draw_keep`` would.
+    Returns False (stopping early) if the kernel saw a NaN or infinite input.
     """
     hi, lo, tie_bits = _mask_params(keep_prob)
     single = x1.dtype.type is np.float32
@@ -189,13 +200,16 @@ def _masked_full_fused(x1, out2, keep_prob, rng, divisor):
             ties = np.empty(count, dtype=np.int64)
         words = rng.integers(0, 2**64, size=-(-count // 8), dtype=np.uint64)
         xc = x1[c]
-        n_ties = _fastmask.masked_divide(words.view(np.uint8), xc, chunk, rows, cols, hi, float(divisor),
-                                         ties, single)
+        n_ties, nonfinite = _fastmask.masked_divide(words.view(np.uint8), xc, chunk, rows, cols, hi,
+                                                    float(divisor), ties, single)
+        if nonfinite:
+            return False
         if tie_bits and n_ties:
             rest = rng.integers(0, 1 << tie_bits, size=n_ties, dtype=np.uint32)
             kept = ties[:n_ties][_keep_tie_stage(rest, lo)]
             flat = chunk.reshape(-1)  # a view: chunks are contiguous (see _chunks)
             flat[kept] = (xc[kept % cols].astype(np.float64) / divisor).astype(flat.dtype)
+    return True
 
 
 def bernoulli_mask(rng, shape, keep_prob):
@@ -371,9 +385,12 @@ class DropoutScheme:
         return getattr(theory, f"{kind}_{which}")
 
     def _train_iv(self, x, keep_prob, rng):
-        x = float_array_iv(x)
+        x = float_array_iv(x, allow_nonfinite=True)
         keep_prob = keep_prob_iv(keep_prob)
-        self.mask_shape(x.shape)  # raises a clear error if x has too few dimensions
+        shape = self.mask_shape(x.shape)  # raises a clear error if x has too few dimensions
+        kernel = self.noise == "bernoulli" and keep_prob < 1 and shape == x.shape and _fused(x)
+        if not kernel:  # the C kernel checks finiteness in its own pass (see _masked_full)
+            float_array_iv(x)
         return x, keep_prob, rng_iv(rng)
 
     def _sample(self, x, keep_prob, rng, n_draws):

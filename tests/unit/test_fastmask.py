@@ -29,3 +29,17 @@ def test_fused_kernel_equals_numpy_path(monkeypatch, dtype, keep_prob, shape, n_
     np.testing.assert_array_equal(fused, plain)
     np.testing.assert_array_equal(np.signbit(fused), np.signbit(plain))
     assert rng_a.bit_generator.state == rng_b.bit_generator.state  # same stream consumed
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_validates_x_and_leaves_the_generator_untouched(dtype, bad):
+    # The kernel's pass replaces the up-front finiteness check: the error and the generator's
+    # state must be exactly as if the check had run first.
+    x = np.ones(300_000, dtype=dtype)
+    x[200_000] = bad  # in a later chunk: earlier chunks have already drawn their bytes
+    rng = np.random.default_rng(3)
+    state = rng.bit_generator.state
+    with pytest.raises(ValueError, match=r"`x` must be finite; got 1 NaN or infinite value\(s\)"):
+        schemes.get_scheme("inverted").train(x, 0.8, rng)
+    assert rng.bit_generator.state == state
