@@ -324,10 +324,11 @@ NOTES = """## Reading the table
   and cost about 8 random bits per element: the top byte of the threshold comparison decides
   all but 1/256 of the elements.
 - A *train pass* over 10^7 float64 values cannot beat `x * 1.0`, one read of x and one write
-  of a fresh output (the machine's memory bound). On top of that it pays the random bits, the
-  mask, an exact division by `keep_prob` (kept units are `fl(x / p)`, not `x * (1/p)`) and the
-  input validation of `DropoutScheme.train` (a finiteness pass over x, shown separately as
-  `_sample`). Inputs that fit in cache (10^6) are not memory bound: run with `--quick` to see.
+  of a fresh output (the machine's memory bound). On top of that it pays the random bits and
+  one fused pass of the optional C kernel (`stats_dropout/_fastmask.c`): compare, exact
+  division by `keep_prob` (kept units are `fl(x / p)`, not `x * (1/p)`), store, and the
+  finiteness check of x. Without a compiler the numpy path gives the same bits more slowly.
+  Inputs that fit in cache (10^6) are not memory bound: run with `--quick` to see.
 - *Moments* stream in blocks of 2^20 elements; their peak memory does not grow with the number
   of draws (memory rows: traced peak and peak RSS of a fresh process at 1× and 10× draws).
 - *workers=2* only helps when the second core is idle; timings on a shared machine vary, which
