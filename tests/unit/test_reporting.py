@@ -245,3 +245,13 @@ def test_default_report_end_to_end(tmp_path):
     mean_contract = summary[summary["contract"].eq("mean") & ~summary["scheme"].eq("no_rescale")]
     assert mean_contract["equivalent"].all()
     assert elapsed < 240  # README promises about two minutes; generous for a loaded machine
+
+
+def test_sweep_on_a_dask_cluster_equals_the_local_sweep():
+    # The promise for `stats-dropout report --executor dask`: the same table, bit for bit.
+    pytest.importorskip("distributed")
+    options = {"schemes": ("inverted", "standard"), "keep_probs": (0.5, 0.8), "min_draws": 200,
+               "max_draws": 200, "seed": 3}
+    local = reporting.sweep_summary(**options)
+    dask = reporting.sweep_summary(**options, executor="dask")
+    pd.testing.assert_frame_equal(local, dask, check_exact=True)
