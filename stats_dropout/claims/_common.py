@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 import numpy as np
+from scipy import stats
 
 from ..montecarlo import estimate_statistic_moments
 from ..schemes import get_scheme
@@ -114,6 +115,30 @@ def _draws(sd, margin, settings, *, floor=2000):
     ``n = ((z_{1−α} + z_{(1+POWER)/2}) σ / ε)²`` (:func:`stats_dropout.stats.tost_sample_size`),
     at least ``floor``, capped by ``max_draws``."""
     return _capped(tost_sample_size(sd, margin, alpha=TOST_ALPHA, power=POWER, min_draws=floor), settings)
+
+
+#: Draws of the pilot run that measures a statistic's spread before its sample size is set.
+PILOT_DRAWS = 500
+
+
+def _pilot_sd(train, x, statistic, seed):
+    """Per-column standard deviation of one draw of ``statistic``, from :data:`PILOT_DRAWS` draws.
+
+    Sample sizes are computed from it (never guessed): :func:`_draws` for a TOST margin,
+    :func:`_draws_for_half_width` for an interval of a given width. The pilot has a seed of its
+    own so the main estimate's draws are not reused.
+    """
+    m = estimate_statistic_moments(train, x, statistic, draws=PILOT_DRAWS, seed=seed + 7_919)
+    return np.sqrt(np.atleast_1d(m.var))
+
+
+def _draws_for_half_width(sd, half_width, settings):
+    """Draws so the :data:`LEVEL` interval of every column is at most ``half_width`` wide each side:
+    ``n = max_j ⌈(z_{(1+LEVEL)/2} σ_j / h_j)²⌉`` (at least :data:`PILOT_DRAWS`), capped by ``max_draws``."""
+    z = stats.norm.ppf((1 + LEVEL) / 2)
+    h = np.broadcast_to(np.asarray(half_width, dtype=float), np.shape(sd))
+    n = int(np.max(np.ceil((z * np.asarray(sd) / h) ** 2)))
+    return _capped(max(n, PILOT_DRAWS), settings)
 
 
 def _capped(n, settings):

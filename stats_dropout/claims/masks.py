@@ -20,9 +20,10 @@ from ._common import (
     LEVEL,
     TOST_ALPHA,
     Verdict,
-    _capped,
     _differs,
     _draws,
+    _draws_for_half_width,
+    _pilot_sd,
     _scalar_moments,
     _t_interval,
 )
@@ -44,7 +45,6 @@ def measure_c08(settings, *, batch=100):
     units = sum(COURSE_HIDDEN)
     weights = (1 << np.arange(units, dtype=np.int64))
     out = {}
-    draws = _capped(2000, settings)
     for name in ("inverted", "batch_shared"):
         scheme = get_scheme(name)
 
@@ -52,6 +52,9 @@ def measure_c08(settings, *, batch=100):
             codes = (samples != 0).astype(np.int64) @ weights  # one integer per thinned network
             return _distinct_fraction(codes)[:, None]
 
+        # The fraction of distinct networks to ±0.002 (sd from a pilot run).
+        sd = _pilot_sd(scheme.bind(p), np.ones((batch, units)), statistic, seed)
+        draws = _draws_for_half_width(np.maximum(sd, 1e-12), 0.002, settings)
         mean, se, n = _scalar_moments(scheme.bind(p), np.ones((batch, units)), statistic, draws, seed)
         out[name] = {"fraction": float(mean[0]), "ci": _t_interval(mean[0], se[0], n), "se": float(se[0])}
     # Expected number of distinct masks among B independent draws from 2^units masks with

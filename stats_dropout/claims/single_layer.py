@@ -18,13 +18,15 @@ from ._common import (
     EXPECTATION_ONLY,
     FALSE,
     HOLDS,
+    PILOT_DRAWS,
     THREAD_NORM_A,
     THREAD_NORM_B,
     TOST_ALPHA,
     Verdict,
-    _capped,
     _differs,
     _draws,
+    _draws_for_half_width,
+    _pilot_sd,
     _relative_bias,
     _scalar_moments,
     _t_interval,
@@ -57,7 +59,10 @@ def measure_c01(settings):
         return np.column_stack([np.maximum(z, 0.0) - eval_out["relu"],
                                 special.expit(z) - eval_out["sigmoid"]])
 
-    draws = _capped(200_000, settings)
+    # Resolve each gap to ±0.2 % of its eval output (the sigmoid's gap is about 1 %).
+    sd = _pilot_sd(scheme.bind(p), a, statistic, seed + 1)
+    draws = _draws_for_half_width(sd, [0.002 * abs(eval_out["relu"]), 0.002 * abs(eval_out["sigmoid"])],
+                                  settings)
     mean, se, n = _scalar_moments(scheme.bind(p), a, statistic, draws, seed + 1)
     gaps = {}
     for j, act in enumerate(("relu", "sigmoid")):
@@ -108,7 +113,9 @@ def measure_c02(settings):
         zeroed = np.mean(samples == 0, axis=axes)
         return np.column_stack([spread, zeroed])
 
-    draws = _capped(20_000, settings)
+    # Spread to ±1 % of its theoretical value, the zeroed fraction to ±0.002.
+    sd = _pilot_sd(scheme.bind(p), x, statistic, seed)
+    draws = _draws_for_half_width(sd, [0.01 * (1 - p) / p, 0.002], settings)
     mean, se, n = _scalar_moments(scheme.bind(p), x, statistic, draws, seed)
     low, high = _t_interval(mean[0], se[0], n)
     zlow, zhigh = _t_interval(mean[1], se[1], n)
@@ -211,11 +218,15 @@ def _norm_ratio_moments(a, p, seed, draws, rescale):
 def measure_c05(settings):
     p, seed = settings.keep_prob, settings.seed
     a = thread_matrix()
-    draws = _capped(100_000, settings)
+    # Norm ratios to ±0.002 (the TOST margin is 0.05; the rescaled ratio is about 1.1).
+    pilot = max(_norm_ratio_moments(a, p, seed + 7_919, PILOT_DRAWS, rescale=r)[1].max() for r in (True, False))
+    draws = _draws_for_half_width(pilot * math.sqrt(PILOT_DRAWS), 0.002, settings)
     mean, se, n = _norm_ratio_moments(a, p, seed, draws, rescale=True)
     mean0, se0, _ = _norm_ratio_moments(a, p, seed + 1, draws, rescale=False)
     big = block_rng(seed, 5).standard_normal((64, 64))
-    meanb, seb, nb = _norm_ratio_moments(big, p, seed + 2, _capped(2000, settings), rescale=True)
+    pilot_big = _norm_ratio_moments(big, p, seed + 7_920, PILOT_DRAWS, rescale=True)[1].max()
+    draws_big = _draws_for_half_width(pilot_big * math.sqrt(PILOT_DRAWS), 0.002, settings)
+    meanb, seb, nb = _norm_ratio_moments(big, p, seed + 2, draws_big, rescale=True)
     low, high = _t_interval(mean[0], se[0], n)
     tost = decide_equivalence(float(mean[0] - 1), float(se[0]), 0.05, df=n - 1, alpha=TOST_ALPHA)
     return {"norm_ratio": float(mean[0]), "ci_low": low, "ci_high": high,
