@@ -80,16 +80,22 @@ def plot_bias(summary, *, margin=None):
     return fig
 
 
+def _panels(plt, n, *, max_cols, width, height):
+    """A grid of ``n`` panels (at most ``max_cols`` a row, shared x axis); spare panels hidden."""
+    ncols = min(max_cols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = _figure(plt, ncols=ncols, nrows=nrows, width=width * ncols, height=height * nrows,
+                        sharex=True)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def plot_variance(summary):
     """Per-unit variance of the train output, Monte Carlo (with CI) against theory, per scheme."""
     plt = _pyplot()
     names = list(dict.fromkeys(summary["scheme"]))
-    ncols = min(4, len(names))
-    nrows = int(np.ceil(len(names) / ncols))
-    fig, axes = _figure(plt, ncols=ncols, nrows=nrows, width=3.0 * ncols, height=2.5 * nrows,
-                        sharex=True)
-    for ax in axes.ravel()[len(names):]:
-        ax.set_visible(False)
+    fig, axes = _panels(plt, len(names), max_cols=4, width=3.0, height=2.5)
     for ax, name in zip(axes.ravel(), names):
         g = summary[summary["scheme"].eq(name) & (summary["var_theory"] > 0)].sort_values("keep_prob")
         ax.plot(g["keep_prob"], g["var_theory"], "k-", lw=1, label="theory")
@@ -135,12 +141,7 @@ def plot_inference_gap(gaps):
     """Gap ``E[f(train)] − f(eval)`` per activation vs keep_prob, with CIs and exact values."""
     plt = _pyplot()
     acts = list(dict.fromkeys(gaps["activation"]))
-    ncols = min(3, len(acts))
-    nrows = int(np.ceil(len(acts) / ncols))
-    fig, axes = _figure(plt, ncols=ncols, nrows=nrows, width=3.4 * ncols, height=2.6 * nrows,
-                        sharex=True)
-    for ax in axes.ravel()[len(acts):]:
-        ax.set_visible(False)
+    fig, axes = _panels(plt, len(acts), max_cols=3, width=3.4, height=2.6)
     unit0 = gaps["unit"].eq(gaps["unit"].min()) if "unit" in gaps else True
     depth1 = gaps["depth"].eq(gaps["depth"].min()) if "depth" in gaps else True
     for ax, act in zip(axes.ravel(), acts):

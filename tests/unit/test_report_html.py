@@ -10,30 +10,16 @@ import subprocess
 import pytest
 
 from stats_dropout import reporting
+from tests.unit.test_reporting import small_report
 
 CHROMIUM = next((p for p in (os.environ.get("CHROMIUM"), shutil.which("chromium"),
                              "/usr/bin/chromium") if p and os.path.exists(p)), None)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed")
 
-SMALL_EXPERIMENTS = {
-    "mc_averaging": {"ks": (1, 5, 20), "n_seeds": 2, "epochs": 2, "hidden": 16},
-    "inference_gap": {"keep_probs": (0.5, 0.8)},
-    "norm_table": {"keep_probs": (0.5, 0.8)},
-    "variance_shift_table": {"keep_probs": (0.5,)},
-    "regression_dropout": {"keep_probs": (0.8,), "n_seeds": 4, "steps": 1000},
-}
-SMALL = dict(keep_probs=(0.5, 1.0), schemes=("inverted", "alpha", "no_rescale"), draws=2000,
-             parallel=False, experiment_options=SMALL_EXPERIMENTS)
-
-
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
-    # The same small report as test_reporting.py; built once per session.
-    out = tmp_path_factory.getbasetemp() / "small-report"
-    if not (out / "index.html").exists():
-        reporting.write_report(str(out), **SMALL)
-    return out
+    return small_report(tmp_path_factory)  # the same small report as test_reporting.py, built once
 
 
 def _chromium(tmp_path, *args):
