@@ -1,11 +1,11 @@
 """Build hook for the optional C kernel; all metadata lives in pyproject.toml.
 
-``stats_dropout._fastmask`` fuses the compare-rescale pass of unshared Bernoulli dropout. It is
+``stats_dropout.reference._fastmask`` fuses the compare-rescale pass of unshared Bernoulli dropout. It is
 optional: if it cannot be compiled, installation continues and the numpy path (bit-identical
 results) is used.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("stats_dropout._fastmask", ["stats_dropout/_fastmask.c"], optional=True,
+setup(ext_modules=[Extension("stats_dropout.reference._fastmask", ["stats_dropout/reference/_fastmask.c"], optional=True,
                              extra_compile_args=["-O3"])])

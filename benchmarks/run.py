@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import stats_dropout as sd
-from stats_dropout.montecarlo import estimate_masked_matmul_moments, estimate_statistic_moments
-from stats_dropout.schemes import bernoulli_mask
+from stats_dropout.inference.montecarlo import estimate_masked_matmul_moments, estimate_statistic_moments
+from stats_dropout.reference.schemes import bernoulli_mask
 
 KEEP = 0.8
 

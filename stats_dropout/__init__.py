@@ -11,17 +11,33 @@ access, so ``import stats_dropout`` stays light and never imports torch.
 
 import importlib
 
-from . import adapters, schemes, stats, theory
-from ._parametrize import parametrize_with_checks
-from .checks import Implementation, iter_checks, verify_dropout
-from .montecarlo import estimate_statistic_moments, estimate_train_moments
-from .results import CheckResult, ConfidenceInterval, Decision, TrainMoments, VerificationResult
-from .scheme_checks import verify_scheme
-from .schemes import SCHEMES, DropoutScheme, get_scheme
+from stats_dropout.inference import stats
+from stats_dropout.inference.montecarlo import estimate_statistic_moments, estimate_train_moments
+from stats_dropout.inference.results import (
+    CheckResult,
+    ConfidenceInterval,
+    Decision,
+    TrainMoments,
+    VerificationResult,
+)
+from stats_dropout.reference import schemes, theory
+from stats_dropout.reference.schemes import SCHEMES, DropoutScheme, get_scheme
+from stats_dropout.verification import adapters
+from stats_dropout.verification.battery import iter_checks, verify_dropout
+from stats_dropout.verification.implementation import Implementation
+from stats_dropout.verification.parametrize import parametrize_with_checks
+from stats_dropout.verification.scheme_checks import verify_scheme
 
 __version__ = "0.1.0"
 
-_LAZY = ("experiments", "networks", "reporting", "claims", "figures")
+#: Namespaces whose modules need heavier optional dependencies, imported on first access.
+_LAZY = {
+    "experiments": "stats_dropout.studies.experiments",
+    "claims": "stats_dropout.studies.claims",
+    "networks": "stats_dropout.reference.networks",
+    "reporting": "stats_dropout.reporting",
+    "figures": "stats_dropout.reporting.figures",
+}
 
 __all__ = [
     "SCHEMES",
@@ -49,5 +65,5 @@ __all__ = [
 
 def __getattr__(name):
     if name in _LAZY:
-        return importlib.import_module(f"{__name__}.{name}")
+        return importlib.import_module(_LAZY[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

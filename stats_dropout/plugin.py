@@ -7,7 +7,9 @@
   selects them and ``--strict-markers`` accepts it).
 * The ``stats_dropout_seed`` fixture gives the seed to hand-written tests.
 
-Importing it imports nothing heavy: no numpy, no torch.
+Importing it imports nothing heavy: no numpy, no torch. It pushes the seed into the library
+(:func:`stats_dropout.verification.parametrize.session_seed`) around each marked test; the library
+never imports the plugin.
 """
 
 from __future__ import annotations
@@ -16,11 +18,8 @@ import argparse
 
 import pytest
 
+#: The default of ``--stats-dropout-seed``; equal to the library's own default (tested).
 DEFAULT_SEED = 0
-
-# Seeds of the pytest sessions configured in this process, innermost last: pytester runs a
-# session inside a session, and the checks of the inner one must see the inner seed.
-_SESSION_SEEDS: list[int] = []
 
 
 def _seed_type(text):
@@ -44,12 +43,18 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "stats_dropout: a statistical dropout check from stats_dropout.parametrize_with_checks")
-    _SESSION_SEEDS.append(get_seed(config))
 
 
-def pytest_unconfigure(config):
-    if _SESSION_SEEDS:
-        _SESSION_SEEDS.pop()
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """Run a ``stats_dropout``-marked test with the session's seed pushed into the library."""
+    if item.get_closest_marker("stats_dropout") is None:
+        yield
+        return
+    from stats_dropout.verification.parametrize import session_seed
+
+    with session_seed(get_seed(item.config)):
+        yield
 
 
 def pytest_report_header(config):
@@ -60,11 +65,6 @@ def get_seed(config):
     """The seed in use for this session."""
     value = config.getoption("stats_dropout_seed", default=None)
     return DEFAULT_SEED if value is None else value
-
-
-def current_seed():
-    """The seed of the innermost configured pytest session, or the default outside pytest."""
-    return _SESSION_SEEDS[-1] if _SESSION_SEEDS else DEFAULT_SEED
 
 
 @pytest.fixture

@@ -22,70 +22,39 @@ Layout (a subpackage since the module outgrew 500 lines):
 ``tables``   the report's experiment tables (:data:`REPORT_EXPERIMENTS`, :func:`experiment_table`);
 ``report``   :func:`write_report`, figures and ``metadata.json``;
 ``html``     the HTML page (:data:`FIGURES` captions, Styler tables, the ledger table);
-``_files``   :func:`write_csv` and atomic writes.
+``figures``  the report's figures (matplotlib, imported when drawn).
 
-Every name of the former ``reporting.py`` is importable from here.
+CSV files and atomic writes live in :mod:`stats_dropout._internal.files`.
 """
 
-
-from ..schemes import SCHEMES  # noqa: F401 (the former module imported it; tests read it)
-from ._files import (  # noqa: F401 (re-exported: the former reporting.py namespace)
-    CSV_FLOAT_FORMAT,
-    _atomic_write_bytes,
-    _atomic_write_text,
-    _default_mode,
-    write_csv,
-)
-from .html import (  # noqa: F401 (re-exported: the former reporting.py namespace)
-    _CSS,
-    _VERDICT_CLASS,
-    FIGURES,
-    _html,
-    _inline_svg,
-    _ledger_html,
-    _styled,
-)
-from .report import (  # noqa: F401 (re-exported: the former reporting.py namespace)
-    _metadata,
-    _source_revision,
-    _versions,
-    _write_figures,
-    write_report,
-)
-from .sweep import (  # noqa: F401 (re-exported: the former reporting.py namespace)
-    _CELL_VERSION,
+from stats_dropout._internal.files import CSV_FLOAT_FORMAT, write_csv
+from stats_dropout.reporting.report import write_report
+from stats_dropout.reporting.sweep import (
     CONTRASTS,
     DEFAULT_KEEP_PROBS,
     REPORT_KEEP_PROBS,
     SUMMARY_COLUMNS,
-    _cell_key,
-    _compute_summary_cell,
-    _draws_for_margin,
-    _summary_target,
-    _sweep_schemes_iv,
-    _sweep_summary_iv,
     cell_seed,
     format_schemes_table,
     summary_cell,
     sweep_schemes,
     sweep_summary,
 )
-from .tables import (  # noqa: F401 (re-exported: the former reporting.py namespace)
-    _TABLE_VERSION,
-    REPORT_EXPERIMENTS,
-    _all_experiment_tables,
-    _experiment_options,
-    experiment_table,
-)
+from stats_dropout.reporting.tables import REPORT_EXPERIMENTS, experiment_table
 
 __all__ = [
     "sweep_schemes",
     "format_schemes_table",
     "sweep_summary",
     "summary_cell",
+    "cell_seed",
     "write_csv",
+    "write_report",
+    "experiment_table",
     "DEFAULT_KEEP_PROBS",
     "REPORT_KEEP_PROBS",
+    "REPORT_EXPERIMENTS",
+    "SUMMARY_COLUMNS",
     "CONTRASTS",
     "CSV_FLOAT_FORMAT",
 ]

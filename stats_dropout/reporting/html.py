@@ -1,5 +1,5 @@
 """The report's HTML page: figure captions, the claims ledger table, pandas Styler tables
-and the page itself (:func:`_html`)."""
+and the page itself (:func:`render_page`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from .tables import REPORT_EXPERIMENTS
+from stats_dropout.reporting.tables import REPORT_EXPERIMENTS
 
 FIGURES = {
     "bias": ("Mean bias vs keep_prob",
@@ -91,7 +91,7 @@ def _ledger_html(ledger):
             + "".join(rows) + "</tbody></table>")
 
 
-def _html(summary, ledger, tables, figures, metadata):
+def render_page(summary, ledger, tables, figures, metadata):
     from html import escape
 
     v = metadata["versions"]

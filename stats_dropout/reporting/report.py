@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 
-from .._validation import positive_int_iv, seed_iv
-from ._files import _atomic_write_text, write_csv
-from .html import _html
-from .sweep import REPORT_KEEP_PROBS, sweep_summary
-from .tables import REPORT_EXPERIMENTS, _all_experiment_tables, _experiment_options
+from stats_dropout._internal.files import atomic_write_text, write_csv
+from stats_dropout._internal.validation import positive_int_iv, seed_iv
+from stats_dropout.reporting.html import render_page
+from stats_dropout.reporting.sweep import REPORT_KEEP_PROBS, sweep_summary
+from stats_dropout.reporting.tables import REPORT_EXPERIMENTS, all_experiment_tables, report_experiment_options
 
 
 def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, executor="local",
@@ -63,18 +63,18 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
         # spawn, not fork: the parent may hold threads (BLAS, dask), and fork would copy locks.
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        future = pool.submit(_all_experiment_tables, seed, draws, cache, experiment_options)
+        future = pool.submit(all_experiment_tables, seed, draws, cache, experiment_options)
     try:
         summary = sweep_summary(schemes, keep_probs, seed=seed,
                                 max_draws=200_000 if draws is None else draws, cache_dir=cache,
                                 executor=executor, scheduler=scheduler, progress=progress)
         tables = (future.result() if parallel
-                  else _all_experiment_tables(seed, draws, cache, experiment_options))
+                  else all_experiment_tables(seed, draws, cache, experiment_options))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
-    from ..claims import claims_ledger
+    from stats_dropout.studies.claims.ledger import claims_ledger
 
     ledger = claims_ledger(seed=seed, max_draws=draws, tables=dict(tables), progress=progress)
     files = {}
@@ -92,15 +92,15 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
                          executor=executor, runtime=runtime, summary=summary,
                          experiment_options=experiment_options)
     files["metadata"] = os.path.join(out, "metadata.json")
-    _atomic_write_text(files["metadata"], json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(files["metadata"], json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     files["index"] = os.path.join(out, "index.html")
-    _atomic_write_text(files["index"], _html(summary, ledger, tables, figures, metadata))
+    atomic_write_text(files["index"], render_page(summary, ledger, tables, figures, metadata))
     files.update({f"figure:{k}": v["path"] for k, v in figures.items()})
     return files
 
 
 def _write_figures(out, summary, tables, formats=("svg", "png")):
-    from .. import figures as fg
+    from stats_dropout.reporting import figures as fg
 
     directory = os.path.join(out, "figures")
     os.makedirs(directory, exist_ok=True)
@@ -156,7 +156,7 @@ def _metadata(*, seed, draws, keep_probs, schemes, executor, runtime, summary, e
     import datetime
 
     experiments = {name: {k: (list(v) if isinstance(v, tuple) else v)
-                          for k, v in _experiment_options(name, seed, draws, experiment_options).items()}
+                          for k, v in report_experiment_options(name, seed, draws, experiment_options).items()}
                    for name in REPORT_EXPERIMENTS}
     return {
         "command": "stats-dropout report",

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from .._validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
-from ..montecarlo import estimate_statistic_moments
-from ..scheme_checks import count_scheme_decisions, scheme_probe, verify_scheme
-from ..schemes import SCHEMES, _resolve_shared_axes, get_scheme
-from ..stats import (
+from stats_dropout._internal.files import atomic_write_text
+from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
+from stats_dropout.inference.montecarlo import estimate_statistic_moments
+from stats_dropout.inference.stats import (
     decide_equivalence,
     decide_keep_rate,
     projection_ratio,
@@ -24,7 +23,9 @@ from ..stats import (
     t_interval,
     tost_sample_size,
 )
-from ._files import _atomic_write_text
+from stats_dropout.reference.probes import scheme_probe
+from stats_dropout.reference.schemes import SCHEMES, get_scheme, resolve_shared_axes
+from stats_dropout.verification.scheme_checks import count_scheme_decisions, verify_scheme
 
 #: The ``schemes`` command's grid: 0.1, 0.2, …, 0.9 and 1.0.
 DEFAULT_KEEP_PROBS = tuple(round(0.1 * k, 1) for k in range(1, 11))
@@ -167,7 +168,7 @@ def summary_cell(cell):
                 return json.load(fh)
     row = _compute_summary_cell(cell)
     if cache_path is not None:
-        _atomic_write_text(cache_path, json.dumps(row, sort_keys=True))
+        atomic_write_text(cache_path, json.dumps(row, sort_keys=True))
     return row
 
 
@@ -190,13 +191,13 @@ def _compute_summary_cell(cell):
     draws = _draws_for_margin(sd_ratio, margin, alpha, cell["power"], cell["min_draws"],
                               cell["max_draws"])
 
-    axes = _resolve_shared_axes(scheme.shared_axes, x.ndim, scheme.name)
+    axes = resolve_shared_axes(scheme.shared_axes, x.ndim, scheme.name)
     # One element per mask entry: index 0 along the shared axes. Entries are independent
     # Bernoulli(p) trials, so their kept count is exactly binomial.
     rep = (slice(None),) + tuple(0 if ax in axes else slice(None) for ax in range(x.ndim))
     has_mask = scheme.noise in ("bernoulli", "alpha")
     if scheme.noise == "alpha":
-        from ..theory import alpha_dropped_value
+        from stats_dropout.reference.theory import alpha_dropped_value
 
         dropped = alpha_dropped_value(p)
     else:
@@ -326,7 +327,7 @@ def sweep_summary(schemes=None, keep_probs=REPORT_KEEP_PROBS, *, seed=0, margin=
     (schemes, keep_probs, seed, margin, alpha, power, level, min_draws,
      max_draws) = _sweep_summary_iv(schemes, keep_probs, seed, margin, alpha, power, level,
                                     min_draws, max_draws)
-    from .._executors import map_cells
+    from stats_dropout._internal.executors import map_cells
 
     if cache_dir is not None:
         os.makedirs(cache_dir, exist_ok=True)

@@ -26,12 +26,12 @@ REPORT_EXPERIMENTS = {
 _TABLE_VERSION = 1
 
 
-def _experiment_options(name, seed, draws, overrides=None):
+def report_experiment_options(name, seed, draws, overrides=None):
     """Keyword options for ``experiments.<name>``: the report's, the caller's overrides, the
     seed, and the draws cap."""
     import inspect
 
-    from .. import experiments
+    from stats_dropout.studies import experiments
 
     fn = getattr(experiments, name)
     options = dict(REPORT_EXPERIMENTS[name][1])
@@ -46,9 +46,9 @@ def _experiment_options(name, seed, draws, overrides=None):
 
 def experiment_table(name, seed=0, draws=None, cache_dir=None, overrides=None):
     """``experiments.<name>`` with the report's options; cached in ``cache_dir`` if given."""
-    from .. import experiments
+    from stats_dropout.studies import experiments
 
-    options = _experiment_options(name, seed, draws, overrides)
+    options = report_experiment_options(name, seed, draws, overrides)
     path = None
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps([name, sorted((k, repr(v)) for k, v in options.items()),
@@ -64,5 +64,5 @@ def experiment_table(name, seed=0, draws=None, cache_dir=None, overrides=None):
     return frame
 
 
-def _all_experiment_tables(seed, draws, cache_dir, overrides=None):
+def all_experiment_tables(seed, draws, cache_dir, overrides=None):
     return {name: experiment_table(name, seed, draws, cache_dir, overrides) for name in REPORT_EXPERIMENTS}

@@ -14,7 +14,7 @@ import pytest
 import stats_dropout as sd
 from tests.quality import zoo
 
-F32 = sd.scheme_checks.scheme_probe((128, 512), seed=3).astype(np.float32)
+F32 = sd.reference.probes.scheme_probe((128, 512), seed=3).astype(np.float32)
 
 # name -> (verify_dropout kwargs, check that must fail, message fragment, keep_probs where caught)
 BUGS = {

@@ -32,7 +32,7 @@ def _report(name, rejections):
 
 @pytest.mark.parametrize("keep_prob", [0.2, 0.8])
 def test_mean_decision_false_fail_rate(keep_prob):
-    x = sd.scheme_checks.scheme_probe((16, 16), seed=1)
+    x = sd.reference.probes.scheme_probe((16, 16), seed=1)
     layer = sd.get_scheme("inverted").bind(keep_prob)
     stat = sds.projection_ratio(x, x)
     rejections = 0
@@ -68,7 +68,7 @@ def test_battery_false_fail_rate_on_correct_implementations():
         return x * (np.random.rand(*x.shape) < keep_prob) / keep_prob
 
     failures = 0
-    probe = sd.scheme_checks.scheme_probe((64, 256), seed=2)
+    probe = sd.reference.probes.scheme_probe((64, 256), seed=2)
     for seed in range(200):
         res = sd.verify_dropout(dropout, lambda x: x.copy(), keep_prob=0.8, seed=seed, false_fail_rate=0.05,
                                 example_input=probe)
@@ -85,7 +85,7 @@ def test_correct_implementations_pass_at_the_default_level_on_200_seeds():
             raise ValueError("keep_prob")
         return np.where(np.random.rand(*x.shape) < keep_prob, x / keep_prob, 0.0)
 
-    probe = sd.scheme_checks.scheme_probe((64, 256), seed=3)
+    probe = sd.reference.probes.scheme_probe((64, 256), seed=3)
     reference = sd.get_scheme("inverted").bind(0.7)
     failures = []
     for seed in range(200):
@@ -105,11 +105,11 @@ def test_each_statistical_check_is_calibrated():
     # with the fixed-keep_prob signature (one keep_prob, no asymmetric extra).
     from collections import Counter
 
-    from stats_dropout.checks._battery import STATISTICAL_CHECKS
+    from stats_dropout.verification.battery import STATISTICAL_CHECKS
 
     total, n_seeds = 0.26, 1000
     alpha_check = total / len(STATISTICAL_CHECKS)
-    probe = sd.scheme_checks.scheme_probe((32, 64), seed=8)
+    probe = sd.reference.probes.scheme_probe((32, 64), seed=8)
 
     def dropout(x):
         return np.where(np.random.rand(*x.shape) < 0.7, x / 0.7, 0.0)

@@ -27,7 +27,8 @@ import pytest
 from stats_dropout import experiments as ex
 from stats_dropout import networks as nw
 from stats_dropout import stats, theory
-from stats_dropout.montecarlo import estimate_statistic_moments, estimate_train_moments
+from stats_dropout.inference.montecarlo import estimate_statistic_moments, estimate_train_moments
+from stats_dropout.reference.training import train_mlp
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +166,13 @@ def test_single_thinned_network_is_worse_than_weight_scaling_on_digits():
     # Within one trained network: per-pass test error of single stochastic passes (iid given
     # the network) vs the weight-scaled error (a constant given the network). A power
     # statement: asserted only together with an effect above twice the detectable effect.
-    from stats_dropout._experiments_training import load_digits_split
-    from stats_dropout.montecarlo import RunningMoments
+    from stats_dropout.inference.montecarlo import RunningMoments
+    from stats_dropout.studies.training_experiments import load_digits_split
 
     X, y, X_test, y_test = load_digits_split(0)
     net = nw.init_mlp([64, 64, 10], ["relu", "softmax"], dropout=["inverted", "inverted"],
                       keep_prob=[0.8, 0.5], seed=0)
-    net, _ = nw.train_mlp(net, X, y, lr=0.05, momentum=0.9, epochs=8, seed=0)
+    net, _ = train_mlp(net, X, y, lr=0.05, momentum=0.9, epochs=8, seed=0)
     err_ws = float(np.mean(net.predict(X_test).argmax(axis=1) != y_test))
     probs = net.sample_train(X_test, 500, np.random.default_rng(1))
     per_pass = np.mean(probs.argmax(axis=2) != y_test, axis=1)[:, None]

@@ -13,7 +13,7 @@ import pytest
 
 import stats_dropout as sd
 from stats_dropout.reporting import DEFAULT_KEEP_PROBS
-from stats_dropout.scheme_checks import count_scheme_decisions
+from stats_dropout.verification.scheme_checks import count_scheme_decisions
 
 SCHEME_NAMES = [n for n in sd.SCHEMES]
 GRID = [(n, p) for n in SCHEME_NAMES for p in DEFAULT_KEEP_PROBS]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from stats_dropout import adapters
-from stats_dropout.adapters import (
+from stats_dropout.verification.adapters import (
     course_backward,
     cs231n_backward,
     detect_convention,
@@ -67,7 +67,7 @@ def assert_inverted_dropout(x, y, keep_prob, *, rtol=0.0):
 # --- import hygiene ---------------------------------------------------------------------------
 
 def test_importing_the_package_does_not_import_torch():
-    code = ("import sys, stats_dropout, stats_dropout.adapters; "
+    code = ("import sys, stats_dropout, stats_dropout.verification.adapters; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
@@ -285,7 +285,7 @@ def test_cs231n_input_validation():
 # --- ready-made Implementations -------------------------------------------------------------
 
 def test_course_and_cs231n_implementations_run_the_backward_check():
-    import stats_dropout.checks as checks
+    from stats_dropout.verification import battery as checks
 
     def run(impl, check_id):
         return dict(checks.iter_checks(impl))[check_id](impl)

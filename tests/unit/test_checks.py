@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import stats_dropout as sd
-from stats_dropout.checks import ASYMMETRIC_KEEP_PROBS, probe_shape
+from stats_dropout.reference.probes import probe_shape
+from stats_dropout.verification import ASYMMETRIC_KEEP_PROBS
 
-PROBE = sd.scheme_checks.scheme_probe((64, 256), seed=5)
+PROBE = sd.reference.probes.scheme_probe((64, 256), seed=5)
 
 
 def good(x, keep_prob):
@@ -104,7 +105,7 @@ def test_probe_shapes_for_any_shared_axes():
 def test_zero_inputs_do_not_fail_a_correct_channel_dropout():
     # Zero padding at index 0 of a shared (spatial) axis, and rows with many zeros: masks are
     # unobservable there, which must not look like dropped units or over-dispersed rows.
-    x = sd.scheme_checks.scheme_probe((64, 16, 8, 8), seed=4)
+    x = sd.reference.probes.scheme_probe((64, 16, 8, 8), seed=4)
     x[:, :, 0, :] = 0.0
     x[:32, :, 1:5, :] = 0.0
 

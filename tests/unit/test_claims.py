@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from stats_dropout import claims
-from stats_dropout.claims import (
+from stats_dropout.studies.claims import (
     APPROXIMATELY,
     CLAIMS,
     EXPECTATION_ONLY,
@@ -167,7 +167,7 @@ def test_every_claim_has_at_least_two_verdicts_in_the_table():
 
 
 def test_course_style_forward_reseeds_and_measure_restores_the_global_rng():
-    params = claims._course_parameters(0)
+    params = claims.masks._course_parameters(0)
     X = np.ones((2, 5))
     state = np.random.get_state()
     _, masks_a = claims.course_style_forward(X, params, 0.86)
@@ -232,7 +232,7 @@ def test_tables_are_reused_not_recomputed(monkeypatch):
         calls.append(kwargs)
         return frame
 
-    import stats_dropout.experiments as ex
+    import stats_dropout.studies.experiments as ex
 
     monkeypatch.setattr(ex, "training_equivalence", fake)
     tables = {}

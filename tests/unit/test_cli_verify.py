@@ -9,10 +9,11 @@ import pathlib
 import numpy as np
 import pytest
 
-import stats_dropout.checks
-from stats_dropout import _cli_verify, adapters
+import stats_dropout.verification.battery
+from stats_dropout import adapters
 from stats_dropout.cli import main
-from stats_dropout.results import VerificationResult
+from stats_dropout.cli import verify as _cli_verify
+from stats_dropout.inference.results import VerificationResult
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -37,7 +38,7 @@ def recorded(monkeypatch):
         return VerificationResult(checks=(), contract=kwargs.get("contract", "inverted"),
                                   seed=kwargs.get("seed", 0), false_fail_rate=1e-6, false_pass_rate=1e-3)
 
-    monkeypatch.setattr(stats_dropout.checks, "verify_dropout", fake_verify_dropout)
+    monkeypatch.setattr(stats_dropout.verification.battery, "verify_dropout", fake_verify_dropout)
     return calls
 
 
@@ -176,13 +177,13 @@ def test_forced_convention(capsys, recorded):
 
 
 def test_exit_code_one_when_any_battery_fails(capsys, monkeypatch):
-    from stats_dropout.results import CheckResult
+    from stats_dropout.inference.results import CheckResult
 
     def failing(train, eval=None, **kwargs):
         return VerificationResult(checks=(CheckResult("check_mean[keep_prob=0.8]", "failed", "off"),),
                                   contract="inverted", seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3)
 
-    monkeypatch.setattr(stats_dropout.checks, "verify_dropout", failing)
+    monkeypatch.setattr(stats_dropout.verification.battery, "verify_dropout", failing)
     code, out, _ = verify(capsys, target("plain_dropout.py", "dropout"), "--keep-prob", 0.8)
     assert code == 1 and "FAILED check_mean[keep_prob=0.8]: off" in out
 

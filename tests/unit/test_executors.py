@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import stats_dropout as sd
-from stats_dropout._executors import map_cells
+from stats_dropout._internal.executors import map_cells
 
 
 def _cell_estimate(cell):

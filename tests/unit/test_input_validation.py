@@ -5,7 +5,7 @@ import pytest
 
 import stats_dropout as sd
 from stats_dropout import stats as sds
-from stats_dropout.results import TrainMoments
+from stats_dropout.inference.results import TrainMoments
 
 X = np.ones((2, 3))
 INVERTED = sd.get_scheme("inverted")
@@ -185,7 +185,7 @@ def test_iter_checks():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_finiteness_fast_path_is_exact(dtype):
-    from stats_dropout._validation import _all_finite
+    from stats_dropout._internal.validation import _all_finite
 
     x = np.ones(10_000, dtype=dtype)
     assert _all_finite(x)

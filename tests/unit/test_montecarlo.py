@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import stats_dropout as sd
-from stats_dropout.montecarlo import RunningMoments
+from stats_dropout.inference.montecarlo import RunningMoments
 
 
 @settings(max_examples=50, deadline=None)
@@ -40,7 +40,7 @@ def test_result_depends_only_on_seed_shape_and_draws(shape, draws, seed):
 
 
 def test_many_blocks_are_worker_invariant(monkeypatch):
-    monkeypatch.setattr(sd.montecarlo, "BLOCK_ELEMENTS", 64)  # force many small blocks
+    monkeypatch.setattr(sd.inference.montecarlo, "BLOCK_ELEMENTS", 64)  # force many small blocks
     layer = sd.get_scheme("channel").bind(0.4)
     x = np.arange(24.0).reshape(2, 3, 4)
     runs = [sd.estimate_train_moments(layer, x, draws=1000, seed=9, workers=w) for w in (1, 2, 3)]

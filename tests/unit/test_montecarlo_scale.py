@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import stats_dropout as sd
-from stats_dropout import montecarlo
-from stats_dropout.montecarlo import (
+from stats_dropout.inference import montecarlo
+from stats_dropout.inference.montecarlo import (
     RunningMoments,
     block_draws,
     estimate_masked_matmul_moments,
@@ -114,7 +114,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     import json, resource, sys, tracemalloc
     import numpy as np
     import stats_dropout as sd
-    from stats_dropout import montecarlo
+    from stats_dropout.inference import montecarlo
 
 
     def peak_rss_kib():

@@ -1,4 +1,4 @@
-"""Unit tests for stats_dropout.networks and the exact (non-sampling) experiments.
+"""Unit tests for stats_dropout.reference.networks and the exact (non-sampling) experiments.
 
 Every tolerance below is a floating-point tolerance with its reason in a comment; nothing here
 is random beyond seeded Generators, so nothing here can fail by chance.
@@ -15,6 +15,7 @@ from scipy import stats as sps
 from stats_dropout import experiments as ex
 from stats_dropout import networks as nw
 from stats_dropout import theory
+from stats_dropout.reference.training import train_mlp
 
 ONES23, ONES3, X25, Y2 = np.ones((2, 3)), np.ones(3), np.ones((2, 5)), [0, 1]
 
@@ -126,7 +127,7 @@ def test_backprop_matches_finite_differences():
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
     lr = 1e-3
-    trained, _ = nw.train_mlp(net, X, y, lr=lr, epochs=1, batch_size=8)
+    trained, _ = train_mlp(net, X, y, lr=lr, epochs=1, batch_size=8)
     for li in range(3):
         grad = (net.layers[li].weights - trained.layers[li].weights) / lr
         num = np.zeros_like(grad)
@@ -224,12 +225,12 @@ def test_experiments_are_deterministic():
     (lambda: _net().predict(np.ones((2, 4))), ValueError, r"`x` must have shape \(batch, 5\)"),
     (lambda: _net().predict(np.ones((2, 5)), rule="bayes"), ValueError, "`rule` must be one of"),
     (lambda: _net().sample_train(X25, 0), ValueError, "`n_draws` must be a positive integer; got 0"),
-    (lambda: nw.train_mlp("net", X25, Y2), TypeError, "`net` must be an MLP"),
-    (lambda: nw.train_mlp(_net(), X25, Y2, optimizer="rmsprop"), ValueError, "`optimizer` must be one of"),
-    (lambda: nw.train_mlp(_net(), X25, Y2, lr=-1.0), ValueError, "`lr` must be a positive number; got -1.0"),
-    (lambda: nw.train_mlp(_net(), X25, Y2, loss="mse"), ValueError, "`loss`='mse' needs"),
-    (lambda: nw.train_mlp(_net(dropout=("alpha", None)), X25, Y2), ValueError, "multiplicative"),
-    (lambda: nw.train_mlp(_net(), X25, Y2, weight_lr_scale=[1.0]), ValueError, "`weight_lr_scale` must have"),
+    (lambda: train_mlp("net", X25, Y2), TypeError, "`net` must be an MLP"),
+    (lambda: train_mlp(_net(), X25, Y2, optimizer="rmsprop"), ValueError, "`optimizer` must be one of"),
+    (lambda: train_mlp(_net(), X25, Y2, lr=-1.0), ValueError, "`lr` must be a positive number; got -1.0"),
+    (lambda: train_mlp(_net(), X25, Y2, loss="mse"), ValueError, "`loss`='mse' needs"),
+    (lambda: train_mlp(_net(dropout=("alpha", None)), X25, Y2), ValueError, "multiplicative"),
+    (lambda: train_mlp(_net(), X25, Y2, weight_lr_scale=[1.0]), ValueError, "`weight_lr_scale` must have"),
     (lambda: ex.inference_gap((0.5, 0.0)), ValueError, r"`keep_probs` must be in \(0, 1\]; got 0.0"),
     (lambda: ex.inference_gap(n_units=13), ValueError, "`n_units` must be at most 12"),
     (lambda: ex.inference_gap(draws=1), ValueError, "`draws` must be at least 2"),
@@ -279,7 +280,7 @@ def test_train_mlp_does_not_modify_its_inputs():
     X = np.random.default_rng(0).standard_normal((10, 5))
     X0 = X.copy()
     y = np.arange(10) % 3
-    nw.train_mlp(net, X, y, epochs=2, batch_size=4)
+    train_mlp(net, X, y, epochs=2, batch_size=4)
     assert np.array_equal(X, X0) and all(np.array_equal(a, l.weights) for a, l in zip(w0, net.layers))
 
 

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from stats_dropout._parametrize import parametrize_with_checks
-from stats_dropout.checks import Implementation
+from stats_dropout.verification import Implementation
+from stats_dropout.verification.parametrize import parametrize_with_checks
 
 HEADER = '''
 import numpy as np
 import pytest
 
-import stats_dropout.checks
-from stats_dropout.checks import Implementation
-from stats_dropout._parametrize import parametrize_with_checks
+import stats_dropout.verification.battery
+from stats_dropout.verification import Implementation
+from stats_dropout.verification.parametrize import parametrize_with_checks
 
 
 def good(x):
@@ -92,13 +92,13 @@ def test_seed_option_reaches_the_checks(pytester):
 @pytest.fixture
 def seeds(monkeypatch):
     seen = []
-    original = stats_dropout.checks.iter_checks
+    original = stats_dropout.verification.battery.iter_checks
 
     def spy(implementation, *, seed=0, **kwargs):
         seen.append(seed)
         return original(implementation, seed=seed, **kwargs)
 
-    monkeypatch.setattr(stats_dropout.checks, "iter_checks", spy)
+    monkeypatch.setattr(stats_dropout.verification.battery, "iter_checks", spy)
     return seen
 
 

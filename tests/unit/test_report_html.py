@@ -37,7 +37,7 @@ def test_report_renders_with_its_figures(report_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
     # The parsed DOM (not the source text) holds every figure as inline SVG with drawn paths.
-    for name in reporting.FIGURES:
+    for name in reporting.html.FIGURES:
         start = dom.find(f'id="fig-{name}"')
         assert start >= 0, f"figure {name} missing from the rendered page"
         end = dom.find("</figure>", start)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import stats_dropout as sd
 from stats_dropout import reporting
 from stats_dropout.cli import main
 
@@ -77,11 +78,11 @@ def test_cell_seed_does_not_depend_on_the_grid():
 
 def test_draws_follow_the_margin():
     # n = ((z_{0.95} + z_{0.9995}) σ / ε)²: halving the margin quadruples the draws.
-    n1 = reporting._draws_for_margin(1.0, 0.02, 0.05, 0.999, 2, None)
-    n2 = reporting._draws_for_margin(1.0, 0.01, 0.05, 0.999, 2, None)
+    n1 = reporting.sweep._draws_for_margin(1.0, 0.02, 0.05, 0.999, 2, None)
+    n2 = reporting.sweep._draws_for_margin(1.0, 0.01, 0.05, 0.999, 2, None)
     assert n2 == pytest.approx(4 * n1, rel=1e-3)
-    assert reporting._draws_for_margin(1.0, 0.01, 0.05, 0.999, 2, 500) == 500
-    assert reporting._draws_for_margin(0.0, 0.01, 0.05, 0.999, 77, None) == 77
+    assert reporting.sweep._draws_for_margin(1.0, 0.01, 0.05, 0.999, 2, 500) == 500
+    assert reporting.sweep._draws_for_margin(0.0, 0.01, 0.05, 0.999, 77, None) == 77
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
@@ -131,10 +132,10 @@ def test_interrupted_sweep_resumes_from_its_cells(tmp_path, monkeypatch):
 
 def test_cache_key_covers_every_option():
     cell = {"scheme": "inverted", "keep_prob": 0.5, "seed": 0, "margin": 0.01, "max_draws": 10}
-    key = reporting._cell_key(cell)
-    assert key == reporting._cell_key(dict(cell, cache_dir="/elsewhere"))
+    key = reporting.sweep._cell_key(cell)
+    assert key == reporting.sweep._cell_key(dict(cell, cache_dir="/elsewhere"))
     for k, v in (("seed", 1), ("margin", 0.02), ("max_draws", 11), ("keep_prob", 0.55)):
-        assert reporting._cell_key(dict(cell, **{k: v})) != key
+        assert reporting.sweep._cell_key(dict(cell, **{k: v})) != key
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_report_files(report_dir):
     assert {"summary.csv", "claims.csv", "inference_gap.csv", "mc_averaging.csv",
             "training_equivalence.csv", "metadata.json", "index.html", "figures"} <= names
     figs = set(os.listdir(report_dir / "figures"))
-    for stem in reporting.FIGURES:
+    for stem in reporting.html.FIGURES:
         assert {f"{stem}.svg", f"{stem}.png"} <= figs
     ledger = pd.read_csv(report_dir / "claims.csv")
     assert list(ledger["id"]) == [f"C{i:02d}" for i in range(1, 18)]
@@ -165,7 +166,7 @@ def test_report_files(report_dir):
 
 def test_html_is_self_contained(report_dir):
     html = (report_dir / "index.html").read_text(encoding="utf-8")
-    assert html.count("<svg") >= len(reporting.FIGURES)
+    assert html.count("<svg") >= len(reporting.html.FIGURES)
     # No network loads: no src/href pointing outside the file, no scripts or stylesheets.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "<script" not in html and "<link" not in html and "@import" not in html
@@ -203,7 +204,7 @@ def test_report_command_calls_write_report(tmp_path, monkeypatch, capsys):
         seen.update(kwargs, out=out)
         return {"index": os.path.join(out, "index.html"), "summary": "s"}
 
-    monkeypatch.setattr(reporting, "write_report", fake)
+    monkeypatch.setattr(reporting.report, "write_report", fake)
     assert main(["report", "--out", str(tmp_path), "--seed", "4", "--draws", "900",
                  "--keep-probs", "0.5", "0.9", "--schemes", "inverted"]) == 0
     assert seen["seed"] == 4 and seen["draws"] == 900 and seen["keep_probs"] == (0.5, 0.9)
@@ -215,7 +216,7 @@ def test_claims_command(tmp_path, monkeypatch, capsys):
     from stats_dropout import claims
 
     small = claims.claims_ledger(claim_ids=["C04", "C06"])
-    monkeypatch.setattr(claims, "claims_ledger", lambda **kw: small)
+    monkeypatch.setattr(claims.ledger, "claims_ledger", lambda **kw: small)
     csv = tmp_path / "ledger.csv"
     assert main(["claims", "--csv", str(csv)]) == 0
     out = capsys.readouterr().out
@@ -239,7 +240,7 @@ def test_default_report_end_to_end(tmp_path):
     elapsed = time.perf_counter() - started
     out = tmp_path / "reports"
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == len(reporting.REPORT_KEEP_PROBS) * (len(reporting.SCHEMES) + len(reporting.CONTRASTS))
+    assert len(summary) == len(reporting.REPORT_KEEP_PROBS) * (len(sd.SCHEMES) + len(reporting.CONTRASTS))
     # Every scheme with a mean contract is declared unbiased within the margin at every
     # keep_prob (power 0.999 per cell: a chance miss has probability ≤ 160 × 0.001 overall).
     mean_contract = summary[summary["contract"].eq("mean") & ~summary["scheme"].eq("no_rescale")]

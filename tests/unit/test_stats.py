@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from stats_dropout import stats as sds
-from stats_dropout.results import TrainMoments
+from stats_dropout.inference.results import TrainMoments
 
 
 def test_holm_matches_definition():

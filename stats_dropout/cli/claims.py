@@ -1,0 +1,25 @@
+"""Handler of ``stats-dropout claims``: the claims ledger, measured and printed."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["run"]
+
+
+def run(args):
+    """Print the ledger (and write it to ``args.csv``); exit code 0."""
+    from stats_dropout._internal.files import write_csv
+    from stats_dropout.cli.errors import UsageError
+    from stats_dropout.studies.claims.common import LEVEL
+    from stats_dropout.studies.claims.ledger import claims_ledger, format_ledger
+
+    if args.seed < 0:
+        raise UsageError(f"`--seed` must be a non-negative integer; got {args.seed}")
+    ledger = claims_ledger(seed=args.seed, progress=sys.stderr.isatty())
+    print(f"stats-dropout claims: the forum thread's claims, measured (seed {args.seed}; "
+          f"{100 * LEVEL:g} % intervals; TOST at level {1 - LEVEL:g})\n")
+    print(format_ledger(ledger))
+    if args.csv:
+        write_csv(ledger, args.csv)
+    return 0

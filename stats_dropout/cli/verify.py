@@ -1,0 +1,296 @@
+"""``stats-dropout verify``: run the battery on a learner's dropout function.
+
+``run(args) -> int`` is the handler :mod:`stats_dropout.cli` delegates to. Exit codes: 0 every
+check passed, 1 a check failed, 2 usage error (raised as :class:`stats_dropout.cli.UsageError`
+and printed in one line by ``main``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import inspect
+import itertools
+import math
+import os
+import sys
+
+from stats_dropout.cli.errors import UsageError
+
+__all__ = ["run", "load_target"]
+
+
+#: Hidden layers of the course network that get a battery each.
+COURSE_LAYERS = (1, 2)
+
+#: Backward functions looked up next to the forward function, per convention.
+BACKWARD_NAMES = {"course": "backward_propagation_with_dropout", "cs231n": "dropout_backward"}
+
+_file_counter = itertools.count()
+
+
+def _split_target(target, option):
+    module_part, sep, attr = target.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise UsageError(
+            f"`{option}` must look like MODULE:CALLABLE or path/to/file.py:CALLABLE; got {target!r}")
+    return module_part, attr
+
+
+def _is_path(module_part):
+    return module_part.endswith(".py") or os.sep in module_part or "/" in module_part
+
+
+def _import_file(path):
+    if not os.path.isfile(path):
+        raise UsageError(f"file not found: {path!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    # A learner's file imports its neighbours (helper modules next to the notebook): make
+    # them importable for the duration of the run.
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    name = f"_stats_dropout_target_{next(_file_counter)}_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {path!r} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 — any failure to import is the user's to fix
+        sys.modules.pop(name, None)
+        raise UsageError(f"importing {path!r} failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _import_module(name):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise UsageError(
+                f"no module named {name!r} (is it on PYTHONPATH, or did you mean a file path?)") from None
+        raise UsageError(f"importing {name!r} failed: ModuleNotFoundError: {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def load_target(target, option="target"):
+    """Import ``MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE``; return ``(module, callable)``.
+
+    Raises
+    ------
+    UsageError
+        Malformed target, missing module or file, an import that raises, a missing attribute
+        (the message lists the module's callables) or an attribute that is not callable.
+    """
+    module_part, attr = _split_target(target, option)
+    module = _import_file(module_part) if _is_path(module_part) else _import_module(module_part)
+    where = module_part
+    if not hasattr(module, attr):
+        available = sorted(k for k, v in vars(module).items()
+                           if callable(v) and not k.startswith("_") and not inspect.isclass(v)
+                           and not inspect.ismodule(v))
+        hint = f"; its functions: {', '.join(available)}" if available else ""
+        raise UsageError(f"{where!r} has no attribute {attr!r}{hint}")
+    func = getattr(module, attr)
+    if not callable(func):
+        raise UsageError(f"{where}:{attr} is not callable; got {type(func).__name__}")
+    return module, func
+
+
+def _is_torch_module(obj):
+    # Only a target that is already a torch object can be one: never import torch for the check.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _detect(func, convention):
+    from stats_dropout.verification.adapters.ready import detect_convention
+
+    if _is_torch_module(func):
+        if convention not in ("auto", "plain"):
+            raise UsageError(f"the target is a torch module; --convention {convention} does not apply")
+        return "torch"
+    if convention != "auto":
+        return convention
+    return detect_convention(func)
+
+
+def _check_signature(func, convention, target):
+    """Catch a convention that cannot possibly fit before the battery turns it into 40 failures."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    if convention == "torch":
+        return
+    need = {"plain": 1, "course": 3, "cs231n": 2}[convention]
+    try:
+        sig.bind(*range(need))
+    except TypeError:
+        if convention == "plain":
+            try:
+                sig.bind(0, 0)
+                return
+            except TypeError:
+                pass
+        raise UsageError(
+            f"{target} has signature {func.__name__}{sig}, which does not fit the {convention!r} convention "
+            f"(expected {_SIGNATURES[convention]}); pass --convention") from None
+
+
+_SIGNATURES = {
+    "plain": "f(x) or f(x, keep_prob)",
+    "course": "forward_propagation_with_dropout(X, parameters, keep_prob)",
+    "cs231n": "dropout_forward(x, dropout_param)",
+}
+
+
+def _verify_kwargs(verify_dropout, **kwargs):
+    """Drop keyword arguments this version of the battery does not take.
+
+    ``validates_keep_prob=False`` (course and CS231n code never checks its keep_prob) is only
+    honoured by a battery whose ``verify_dropout`` accepts it; otherwise
+    ``check_invalid_keep_prob`` fails for such code.
+    """
+    params = inspect.signature(verify_dropout).parameters
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _batteries(args, module, func, convention):
+    """``(title, train, eval, backward, extra kwargs)`` for each battery to run."""
+    from stats_dropout.verification import adapters
+
+    backward_name = BACKWARD_NAMES.get(convention)
+    backward_func = getattr(module, backward_name, None) if backward_name else None
+    if backward_func is not None and not callable(backward_func):
+        backward_func = None
+    eval_func = None
+    if args.eval is not None:
+        _, eval_func = load_target(args.eval, "--eval")
+    if convention == "torch":
+        return [_torch_battery(args, func, eval_func)]
+    if convention == "course":
+        if eval_func is not None:
+            raise UsageError("--eval does not apply to the course convention (its eval path is the "
+                             "network without dropout); omit it")
+        out = []
+        for layer in COURSE_LAYERS:
+            backward = (adapters.course_backward(func, backward_func, layer=layer)
+                        if backward_func is not None else None)
+            out.append((f"layer {layer} (A{layer} after dropout, read from the cache)",
+                        adapters.from_course(func, layer=layer), None, backward,
+                        {"example_input": adapters.course_probe(args.seed),
+                         "validates_keep_prob": False}))
+        return out
+    if convention == "cs231n":
+        train, evaluate = adapters.from_cs231n(func, p_means=args.p_means)
+        backward = (adapters.cs231n_backward(func, backward_func, p_means=args.p_means)
+                    if backward_func is not None else None)
+        return [(f"dropout_param['p'] = {args.p_means} probability", train,
+                 eval_func if eval_func is not None else evaluate, backward, {"validates_keep_prob": False})]
+    return [("", func, eval_func, None, {"validates_keep_prob": getattr(args, "require_validation", False)})]
+
+
+def _torch_battery(args, module, eval_func):
+    """A torch dropout module knows its keep_prob and contract; the command line must agree."""
+    from stats_dropout.verification import adapters
+
+    if eval_func is not None:
+        raise UsageError("--eval does not apply to a torch module (its eval mode is the eval path); omit it")
+    train, evaluate = adapters.from_torch(module)
+    try:
+        spec = adapters.torch_spec(module)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    # 1 - p rounds (1 - 0.7 is 0.30000000000000004): agree up to rounding, then use the module's.
+    if len(args.keep_prob) != 1 or not math.isclose(args.keep_prob[0], spec["keep_prob"], rel_tol=1e-9):
+        raise UsageError(f"the module drops with p={module.p}, i.e. keep_prob {spec['keep_prob']:g}; "
+                         f"got --keep-prob {' '.join(f'{v:g}' for v in args.keep_prob)}")
+    if args.contract not in ("inverted", spec["contract"]):  # "inverted" is the default
+        raise UsageError(f"{type(module).__name__} follows the {spec['contract']!r} contract; "
+                         f"got --contract {args.contract}")
+    return (type(module).__name__, train, evaluate, None,
+            {"keep_prob": spec["keep_prob"], "contract": spec["contract"], "shared_axes": spec["shared_axes"]})
+
+
+def _keep_prob_arg(values):
+    from stats_dropout._internal.validation import keep_prob_iv
+
+    try:
+        checked = tuple(keep_prob_iv(v, "--keep-prob") for v in values)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return checked[0] if len(checked) == 1 else checked
+
+
+@contextlib.contextmanager
+def _restored_sys_path():
+    saved = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Limit BLAS to one thread while the battery runs, if threadpoolctl is installed.
+
+    The implementations under test make thousands of small matrix products (the course
+    network); threads only add synchronisation to them, and on a loaded machine a lot of it.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_prob, seed):
+    kwargs = _verify_kwargs(verify_dropout, **{"keep_prob": keep_prob, "contract": args.contract,
+                                               "seed": seed, "backward": backward, **extra})
+    try:
+        return verify_dropout(train, evaluate, **kwargs)
+    except (TypeError, ValueError) as exc:
+        # Raised by the battery's argument validation (a user's implementation that raises is
+        # a failed check, not an exception): a usage error.
+        raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def run(args):
+    """Handle ``stats-dropout verify``; return the exit code (0 pass, 1 fail)."""
+    from stats_dropout._internal.validation import seed_iv
+
+    keep_prob = _keep_prob_arg(args.keep_prob)
+    try:
+        seed = seed_iv(args.seed, "--seed")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    with _restored_sys_path():
+        module, func = load_target(args.target)
+        convention = _detect(func, args.convention)
+        _check_signature(func, convention, args.target)
+        batteries = _batteries(args, module, func, convention)
+
+        from stats_dropout.verification.battery import verify_dropout
+
+        print(f"stats-dropout verify {args.target}: convention {convention}"
+              + (" (detected)" if args.convention == "auto" else "")
+              + f", contract {batteries[0][4].get('contract', args.contract)}, keep_prob {keep_prob}, "
+              f"seed {seed}")
+        failed = False
+        with _single_threaded_blas():
+            for title, train, evaluate, backward, extra in batteries:
+                result = _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_prob, seed)
+                if title:
+                    print(f"\n== {title} ==")
+                print(result, flush=True)
+                failed = failed or not result.passed
+    return 1 if failed else 0

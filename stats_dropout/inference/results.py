@@ -1,0 +1,267 @@
+"""Frozen result types: Monte-Carlo estimates, statistical decisions, checks, batteries.
+
+One result family (SciPy style): documented attributes, confidence intervals as a method or
+as fields, and a readable ``__str__`` where a person will print the object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["ConfidenceInterval", "TrainMoments", "Decision", "EquivalenceResult", "CheckResult", "VerificationResult"]
+
+
+class ConfidenceInterval(NamedTuple):
+    """A confidence interval ``(low, high)``; arrays for per-element estimates."""
+
+    low: Any
+    high: Any
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainMoments:
+    """Per-element streaming mean and variance of ``n_draws`` train outputs.
+
+    Attributes
+    ----------
+    mean : ndarray
+        Sample mean over draws, shape of the input.
+    var : ndarray
+        Unbiased sample variance (``ddof=1``) over draws.
+    n_draws : int
+    seed : int or None
+        Seed the draws were generated from.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    n_draws: int
+    seed: int | None = None
+
+    @property
+    def std_error(self):
+        """Standard error of :attr:`mean`: ``sqrt(var / n_draws)``."""
+        return np.sqrt(self.var / self.n_draws)
+
+    def confidence_interval(self, level=0.95):
+        """Per-element Student-t interval for the true mean at confidence ``level``.
+
+        Valid by the central limit theorem over independent draws (the train output has
+        finite variance for every scheme here); with ``n_draws == 1`` the interval is
+        infinite.
+        """
+        from stats_dropout._internal.validation import probability_iv
+
+        level = probability_iv(level, "level")
+        if self.n_draws < 2:
+            inf = np.full_like(self.mean, np.inf, dtype=float)
+            return ConfidenceInterval(-inf, inf)
+        half = stats.t.ppf(0.5 + level / 2, self.n_draws - 1) * self.std_error
+        return ConfidenceInterval(self.mean - half, self.mean + half)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """One statistical decision about one property.
+
+    Attributes
+    ----------
+    property : str
+        What is tested, in words ("train mean equals eval output").
+    method : str
+        The test ("z, Holm over 1024 elements", "exact binomial (Clopper-Pearson)").
+    estimate, expected : float
+        The measured figure and what the contract says it should be.
+    ci_low, ci_high : float
+        Confidence interval for the estimate at level ``1 − false_fail_rate``.
+    pvalue : float
+        p-value of the null "the property holds" (after multiplicity adjustment).
+    false_fail_rate : float
+        Probability of rejecting a correct implementation (type I) used for this decision.
+    false_pass_rate : float
+        Probability of missing an error of ``min_detectable_effect`` (type II).
+    min_detectable_effect : float
+        Smallest error (in ``effect_units``) detected with probability ``1 − false_pass_rate``.
+    effect_units : str
+        "absolute" or "relative".
+    n : int
+        Sample size behind the decision (draws, trials or elements).
+    rejected : bool
+        ``pvalue < false_fail_rate``.
+    """
+
+    property: str
+    method: str
+    estimate: float
+    expected: float
+    ci_low: float
+    ci_high: float
+    pvalue: float
+    false_fail_rate: float
+    false_pass_rate: float
+    min_detectable_effect: float
+    n: int
+    rejected: bool
+    effect_units: str = "absolute"
+    details: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def confidence_level(self):
+        return 1.0 - self.false_fail_rate
+
+    def confidence_interval(self):
+        return ConfidenceInterval(self.ci_low, self.ci_high)
+
+    def __str__(self):
+        verdict = "REJECTED" if self.rejected else "not rejected"
+        return (
+            f"{self.property}: {verdict} — estimate {self.estimate:.6g} vs expected "
+            f"{self.expected:.6g}, CI at confidence 1 − {self.false_fail_rate:.2g} "
+            f"[{self.ci_low:.6g}, {self.ci_high:.6g}], p = {self.pvalue:.3g} "
+            f"({self.method}; n = {self.n}; false-fail rate {self.false_fail_rate:.3g}; "
+            f"smallest detectable {self.effect_units} error {self.min_detectable_effect:.3g} "
+            f"at false-pass rate {self.false_pass_rate:.3g})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EquivalenceResult:
+    """A two one-sided tests (TOST) decision that ``|true − expected| < margin``.
+
+    Attributes
+    ----------
+    estimate : float
+        Estimated difference ``true − expected``.
+    margin : float
+        Equivalence margin ε; "equal within ε" holds when ``equivalent``.
+    ci_low, ci_high : float
+        ``1 − 2·alpha`` confidence interval for the difference (TOST's own interval).
+    pvalue : float
+        The larger of the two one-sided p-values.
+    alpha : float
+        Probability of declaring equivalence when ``|difference| ≥ margin``.
+    equivalent : bool
+    n : int
+    """
+
+    estimate: float
+    margin: float
+    ci_low: float
+    ci_high: float
+    pvalue: float
+    alpha: float
+    equivalent: bool
+    n: int
+
+
+STATUSES = ("passed", "failed", "skipped", "xfail")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one ``check_*`` function.
+
+    Attributes
+    ----------
+    check : str
+        Check name with its parameters, e.g. ``"check_keep_rate[keep_prob=0.8]"``.
+    status : {"passed", "failed", "skipped", "xfail"}
+    message : str
+        Why it failed (with the evidence and a hint) or why it was skipped; "" if passed.
+    decision : Decision or None
+        The statistical evidence, for checks that make a statistical decision.
+    keep_prob : float or None
+    """
+
+    check: str
+    status: str
+    message: str = ""
+    decision: Decision | None = None
+    keep_prob: float | None = None
+
+    @property
+    def passed(self):
+        return self.status != "failed"
+
+    def to_record(self):
+        d = self.decision
+        return {
+            "check": self.check,
+            "keep_prob": self.keep_prob,
+            "status": self.status,
+            "estimate": d.estimate if d else np.nan,
+            "expected": d.expected if d else np.nan,
+            "ci_low": d.ci_low if d else np.nan,
+            "ci_high": d.ci_high if d else np.nan,
+            "pvalue": d.pvalue if d else np.nan,
+            "min_detectable_effect": d.min_detectable_effect if d else np.nan,
+            "n": d.n if d else np.nan,
+            "message": self.message,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class VerificationResult:
+    """The outcome of a battery (:func:`stats_dropout.verify_dropout`).
+
+    Attributes
+    ----------
+    checks : tuple of CheckResult
+    contract : str
+    seed : int
+    false_fail_rate, false_pass_rate : float
+        Battery totals; the false-fail rate is split across the statistical checks.
+    warnings : tuple of str
+    diagnosis : tuple of str
+        The most likely bug(s) behind the failures, with their evidence.
+    """
+
+    checks: tuple
+    contract: str
+    seed: int
+    false_fail_rate: float
+    false_pass_rate: float
+    warnings: tuple = ()
+    diagnosis: tuple = ()
+
+    @property
+    def passed(self):
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed_checks(self):
+        return tuple(c for c in self.checks if c.status == "failed")
+
+    def to_frame(self):
+        """One row per check: check, status, estimate, expected, ci_low, ci_high, pvalue,
+        min_detectable_effect, n, message (plus keep_prob)."""
+        import pandas as pd
+
+        columns = ["check", "keep_prob", "status", "estimate", "expected", "ci_low", "ci_high",
+                   "pvalue", "min_detectable_effect", "n", "message"]
+        return pd.DataFrame([c.to_record() for c in self.checks], columns=columns)
+
+    def __str__(self):
+        frame = self.to_frame()
+        head = (
+            f"stats_dropout battery, contract {self.contract!r}: "
+            f"{'PASSED' if self.passed else 'FAILED'} "
+            f"({sum(c.status == 'passed' for c in self.checks)} passed, "
+            f"{len(self.failed_checks)} failed, "
+            f"{sum(c.status == 'skipped' for c in self.checks)} skipped) — seed {self.seed}, "
+            f"total false-fail rate {self.false_fail_rate:g}, false-pass rate {self.false_pass_rate:g}"
+        )
+        table = frame.drop(columns=["message"]).to_string(
+            index=False, float_format=lambda v: f"{v:.5g}", na_rep="")
+        tested = sorted({c.keep_prob for c in self.checks if c.keep_prob is not None}, reverse=True)
+        lines = [head, "keep_prob tested: " + ", ".join(f"{p:g}" for p in tested)]
+        # The plain-words verdict first, the evidence after: a learner reads top down.
+        lines += [f"Diagnosis: {d}" for d in self.diagnosis]
+        lines += [f"Warning: {w}" for w in self.warnings]
+        lines += [f"FAILED {c.check}: {c.message}" for c in self.failed_checks]
+        lines += ["", table]
+        return "\n".join(lines)

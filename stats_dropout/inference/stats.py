@@ -1,0 +1,557 @@
+"""Statistical decisions with stated error rates, and their design twins.
+
+A correct dropout layer can fail a statistical test by chance and a wrong one can pass it by
+chance; every decision here bounds both. ``false_fail_rate`` (type I, α) is the probability of
+rejecting a correct implementation; ``false_pass_rate`` (type II, β) is the probability of
+missing an error of ``min_detectable_effect``. When one decision covers m elements, α is split
+by Holm's step-down procedure (family-wise, valid under any dependence); β is not split
+(TensorFlow Probability's ``statistical_testing`` reasons the same way).
+
+Each decision has two design twins (TFP's naming): ``min_<n>_for_<effect>`` gives the sample
+size needed to see an effect, ``min_<effect>_detectable_by_<method>`` the smallest effect a
+sample size sees. Sample sizes scale as ``O(1 / effect²)``.
+
+References
+----------
+.. [1] S. Holm, "A simple sequentially rejective multiple test procedure",
+   Scand. J. Statist. 6 (1979) 65-70.
+.. [2] C. J. Clopper, E. S. Pearson, "The use of confidence or fiducial limits illustrated in
+   the case of the binomial", Biometrika 26 (1934) 404-413.
+.. [3] D. J. Schuirmann, "A comparison of the two one-sided tests procedure and the power
+   approach for assessing the equivalence of average bioavailability",
+   J. Pharmacokinet. Biopharm. 15 (1987) 657-680.
+.. [4] W. G. Cochran, "Some methods for strengthening the common χ² tests",
+   Biometrics 10 (1954) 417-451 (index of dispersion).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import optimize, stats
+
+from stats_dropout._internal.validation import positive_int_iv, probability_iv
+from stats_dropout.inference.results import Decision, EquivalenceResult, TrainMoments
+
+__all__ = [
+    "holm_adjust",
+    "decide_mean_equal",
+    "decide_keep_rate",
+    "decide_dispersion",
+    "decide_equivalence",
+    "squared_deviation_ratio",
+    "projection_ratio",
+    "grouped_deviation_ratio",
+    "min_draws_for_mean_error",
+    "min_mean_error_detectable_by_t",
+    "min_trials_for_keep_rate_error",
+    "min_keep_rate_error_detectable_by_binomial",
+    "t_interval",
+    "tost_sample_size",
+]
+
+
+def _rates_iv(false_fail_rate, false_pass_rate):
+    return (probability_iv(false_fail_rate, "false_fail_rate"),
+            probability_iv(false_pass_rate, "false_pass_rate"))
+
+
+def _z_sum(false_fail_rate, false_pass_rate, n_tests=1):
+    """``z_{1−α/(2m)} + z_{1−β}``: two-sided level α split over m tests, power 1 − β."""
+    return stats.norm.isf(false_fail_rate / (2 * n_tests)) + stats.norm.isf(false_pass_rate)
+
+
+def _t_sum(false_fail_rate, false_pass_rate, df, n_tests=1):
+    """``t_{1−α/(2m), df} + t_{1−β, df}``: the t-test analogue of :func:`_z_sum`."""
+    return stats.t.isf(false_fail_rate / (2 * n_tests), df) + stats.t.isf(false_pass_rate, df)
+
+
+# --- multiplicity ---------------------------------------------------------------------------
+def holm_adjust(pvalues):
+    """Holm-adjusted p-values [1]_: reject element i at level α iff ``adjusted[i] < α``.
+
+    ``adj_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))`` over the ascending order.
+    """
+    p = np.asarray(pvalues, dtype=float).ravel()
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, p[order] * (m - np.arange(m)))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.reshape(np.shape(pvalues))
+
+
+# --- means ----------------------------------------------------------------------------------
+def _decide_mean_equal_iv(moments, expected, false_fail_rate, false_pass_rate, scale):
+    if not isinstance(moments, TrainMoments):
+        raise TypeError(f"`moments` must be a TrainMoments (from estimate_train_moments); got {moments!r}")
+    expected = np.broadcast_to(np.asarray(expected, dtype=float), np.shape(moments.mean))
+    if not np.all(np.isfinite(expected)):
+        raise ValueError("`expected` must be finite; got NaN or infinite value(s)")
+    if moments.n_draws < 2:
+        raise ValueError(f"`moments` must come from at least 2 draws; got n_draws={moments.n_draws}")
+    if scale is not None:
+        scale = np.broadcast_to(np.asarray(scale, dtype=float), np.shape(moments.mean))
+    return (moments, expected, *_rates_iv(false_fail_rate, false_pass_rate), scale)
+
+
+def decide_mean_equal(moments, expected, *, false_fail_rate=1e-6, false_pass_rate=1e-3,
+                      property="train mean equals eval output", scale=None, rtol=0.0, atol=0.0,
+                      null_sd=None):
+    """Decide whether the true mean of every element equals ``expected``.
+
+    One Student-t test per element (``n_draws − 1`` degrees of freedom), Holm-adjusted
+    across elements so the family-wise false-fail rate is ``false_fail_rate``. An element
+    with zero sample variance passes only if its mean equals the expectation exactly.
+
+    Parameters
+    ----------
+    moments : TrainMoments
+        Per-element estimates (:func:`~stats_dropout.estimate_train_moments`), or the moments
+        of a per-draw scalar statistic (a *pooled* test, e.g. :func:`projection_ratio`).
+    expected : array_like
+        Broadcastable to ``moments.mean``.
+    false_fail_rate, false_pass_rate : float in (0, 1)
+    property : str
+        Wording of the property for messages.
+    scale : array_like, optional
+        If given, the minimum detectable effect is reported relative to ``|scale|``
+        (elements with zero scale are ignored for it).
+    null_sd : array_like, optional
+        Standard deviation of one draw *under the null* (known from theory). Then the test is a
+        z test with standard error ``max(null_sd, sample sd) / sqrt(n)``: exact in its first two
+        moments under the null, conservative when the sample spread is larger, and far more
+        powerful than a t test at extreme levels with few draws. Use it only when one draw is
+        itself close to normal (e.g. a sum over many independent units).
+    rtol, atol : float, default 0
+        Floating-point dead band: differences up to ``rtol · |expected| + atol`` count as zero.
+        Needed when the statistic has (near) zero variance and rounding alone would be
+        "significant"; callers set it from the output dtype's machine epsilon.
+
+    Returns
+    -------
+    Decision
+        Evidence for the element with the smallest p-value: its estimate, expectation and
+        simultaneous ``1 − false_fail_rate`` confidence interval; ``details`` holds the number
+        of elements rejected by Holm and the index of the reported element.
+
+    Notes
+    -----
+    Sample size to detect an error δ with standard deviation σ: :func:`min_draws_for_mean_error`.
+    """
+    moments, expected, alpha, beta, scale = _decide_mean_equal_iv(
+        moments, expected, false_fail_rate, false_pass_rate, scale)
+    mean = np.asarray(moments.mean, dtype=float)
+    se = np.asarray(moments.std_error, dtype=float)
+    m = max(mean.size, 1)
+    raw = mean - expected
+    diff = np.sign(raw) * np.maximum(np.abs(raw) - rtol * np.abs(expected) - atol, 0.0)
+    if null_sd is None:
+        df = moments.n_draws - 1
+        dist = stats.t(df)
+    else:
+        se = np.maximum(se, np.asarray(null_sd, dtype=float) / np.sqrt(moments.n_draws))
+        df = None
+        dist = stats.norm
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, diff / se, np.where(diff == 0, 0.0, np.inf))
+    pvalues = 2 * dist.sf(np.abs(t))
+    adjusted = holm_adjust(pvalues)
+    if mean.size == 0:
+        return Decision(property, "t (no elements)", np.nan, np.nan, np.nan, np.nan, 1.0,
+                        alpha, beta, np.nan, moments.n_draws, False)
+    worst = int(np.argmin(pvalues.ravel()))
+    half = dist.isf(alpha / (2 * m)) * se.ravel()[worst]
+    est = float(mean.ravel()[worst])
+    q = _z_sum(alpha, beta, m) if df is None else _t_sum(alpha, beta, df, m)
+    mde = float(q * np.max(se))
+    units = "absolute"
+    if scale is not None:
+        nz = np.abs(scale) > 0
+        if np.any(nz):
+            mde = float(q * np.max(se[nz] / np.abs(scale[nz])))
+            units = "relative"
+    method = ("Student t" if df is not None else "z, variance known under the null") + (
+        f", Holm over {m} elements" if m > 1 else "")
+    p_adj = float(np.min(adjusted))
+    return Decision(
+        property=property, method=method, estimate=est, expected=float(expected.ravel()[worst]),
+        ci_low=est - half, ci_high=est + half, pvalue=p_adj, false_fail_rate=alpha,
+        false_pass_rate=beta, min_detectable_effect=mde, n=moments.n_draws,
+        rejected=bool(p_adj < alpha), effect_units=units,
+        details={"n_elements": m, "n_rejected": int(np.sum(adjusted < alpha)), "ci_alpha": alpha / m,
+                 "worst_index": np.unravel_index(worst, mean.shape) if mean.ndim else ()},
+    )
+
+
+def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rate=1e-3, n_tests=1,
+                             null_sd_known=False):
+    """Draws needed to detect a mean error ``effect`` when one draw has std ``sd``.
+
+    ``n = ⌈((t_{1−α/(2m), n−1} + t_{1−β, n−1}) σ / δ)²⌉`` solved by fixed-point iteration from
+    the normal approximation (two-sided, level α split over ``n_tests`` = m). Scales as
+    ``O(1/δ²)``. With ``null_sd_known`` (a z test, see :func:`decide_mean_equal`'s
+    ``null_sd``) the normal formula is used as is.
+    """
+    alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
+    if not effect > 0:
+        raise ValueError(f"`effect` must be positive; got {effect!r}")
+    if not sd >= 0:
+        raise ValueError(f"`sd` must be non-negative; got {sd!r}")
+    n = max(math.ceil((_z_sum(alpha, beta, n_tests) * sd / effect) ** 2), 2)
+    if null_sd_known:
+        return n  # z test (decide_mean_equal with null_sd)
+    # The decision is a t test: at small n its quantiles are far above the normal ones at
+    # extreme levels, so iterate n <- ((t_{α,n-1} + t_{β,n-1}) σ / δ)² to a fixed point.
+    for _ in range(50):
+        t_sum = _t_sum(alpha, beta, n - 1, n_tests)
+        new = max(math.ceil((t_sum * sd / effect) ** 2), 2)
+        if new <= n:
+            break
+        n = new
+    return n
+
+
+def min_mean_error_detectable_by_t(n, sd, *, false_fail_rate=1e-6, false_pass_rate=1e-3, n_tests=1):
+    """Smallest mean error detected with probability ``1 − β`` from ``n`` draws of std ``sd``.
+
+    ``δ = (t_{1−α/(2m), n−1} + t_{1−β, n−1}) σ / sqrt(n)``; the twin of
+    :func:`min_draws_for_mean_error`.
+    """
+    alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
+    n = positive_int_iv(n, "n")
+    if n < 2:
+        return math.inf
+    return float(_t_sum(alpha, beta, n - 1, n_tests) * sd / math.sqrt(n))
+
+
+def projection_ratio(x, expected):
+    """Per-draw statistic ``r = Σ_i y_i e_i / Σ_i e_i²`` (projection of y on ``expected``).
+
+    ``E r = 1`` exactly when ``E y = expected``; if ``E y = (1 + β) expected`` then
+    ``E r = 1 + β``, so a t test of ``r`` against 1 is a pooled test of the *relative* mean
+    error, valid under any dependence between elements (masks shared along axes) because
+    its variance is estimated across independent draws.
+    """
+    e = np.asarray(expected, dtype=np.float64)
+    denom = float(np.sum(e**2))
+    if denom == 0:
+        raise ValueError("`expected` must have a non-zero element for a projection ratio")
+    axes = tuple(range(1, 1 + e.ndim))
+
+    def statistic(samples):
+        return np.sum(np.asarray(samples, dtype=np.float64) * e, axis=axes) / denom
+
+    return statistic
+
+
+def squared_deviation_ratio(mean, var):
+    """Per-draw statistic ``R = Σ_i (y_i − μ_i)² / Σ_i σ_i²`` for theoretical ``μ, σ²``.
+
+    ``E R = Σ Var_true / Σ σ²`` when the true mean is ``μ``, so a t test of ``R`` against 1
+    (variance estimated across independent draws) is a valid test and confidence interval
+    for the variance ratio. A naive z test on sample variances is not: dropout outputs are
+    far from normal, and the variance of a sample variance depends on the fourth moment.
+    """
+    mu = np.asarray(mean, dtype=np.float64)
+    total = float(np.sum(var))
+    if not total > 0:
+        raise ValueError("`var` must have a positive sum for a variance ratio")
+    axes = tuple(range(1, 1 + mu.ndim))
+
+    def statistic(samples):
+        return np.sum((np.asarray(samples, dtype=np.float64) - mu) ** 2, axis=axes) / total
+
+    return statistic
+
+
+def grouped_deviation_ratio(mean, group_var, reduce_groups, signs):
+    """Per-draw statistic ``Q = Σ_g G_g² / Σ_g Var G_g`` with ``G_g = Σ_{i∈g} sign_i (y_i − μ_i)``.
+
+    ``reduce_groups`` sums an array over the mask-sharing axes (one value per group). When
+    elements of a group share one mask, ``Var G_g = v (Σ_{i∈g} |s_i|)²`` and ``E Q = 1``;
+    if they are drawn independently ``E Q ≈ Σ s² / (Σ |s|)²`` per group — about ``1/|g|`` —
+    so a test of ``Q`` against 1 checks *that* and *along which axes* masks are shared.
+    """
+    mu = np.asarray(mean, dtype=np.float64)
+    sign = np.asarray(signs, dtype=np.float64)
+    total = float(np.sum(group_var))
+    if not total > 0:
+        raise ValueError("`group_var` must have a positive sum")
+
+    def statistic(samples):
+        dev = (np.asarray(samples, dtype=np.float64) - mu) * sign
+        g = np.stack([reduce_groups(d) for d in dev])
+        return np.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) / total
+
+    return statistic
+
+
+# --- keep rates -----------------------------------------------------------------------------
+def _binomial_two_sided_p(k, n, p):
+    """Exact two-sided p-value by doubling the smaller tail: the test Clopper–Pearson inverts."""
+    lower = stats.binom.cdf(k, n, p)
+    upper = stats.binom.sf(k - 1, n, p)
+    return np.minimum(1.0, 2 * np.minimum(lower, upper))
+
+
+def _clopper_pearson(k, n, level):
+    """Exact (Clopper–Pearson) interval [2]_ from beta quantiles, vectorised."""
+    a = (1 - level) / 2
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    low = np.where(k > 0, stats.beta.ppf(a, k, n - k + 1), 0.0)
+    high = np.where(k < n, stats.beta.ppf(1 - a, k + 1, n - k), 1.0)
+    return low, high
+
+
+def _decide_keep_rate_iv(kept, trials, keep_prob, false_fail_rate, false_pass_rate):
+    kept = np.asarray(kept)
+    trials = np.broadcast_to(np.asarray(trials), kept.shape)
+    if kept.size == 0:
+        raise ValueError("`kept` must not be empty")
+    if not (np.issubdtype(kept.dtype, np.integer) and np.issubdtype(trials.dtype, np.integer)):
+        raise TypeError(f"`kept` and `trials` must be integer counts; got dtypes {kept.dtype}, {trials.dtype}")
+    if np.any(trials < 1) or np.any(kept < 0) or np.any(kept > trials):
+        raise ValueError("`kept` must lie in [0, trials] and `trials` must be ≥ 1")
+    keep_prob = probability_iv(keep_prob, "keep_prob", high_open=False)
+    return (kept, trials, keep_prob, *_rates_iv(false_fail_rate, false_pass_rate))
+
+
+def decide_keep_rate(kept, trials, keep_prob, *, false_fail_rate=1e-6, false_pass_rate=1e-3,
+                     property="keep rate equals keep_prob"):
+    """Exact binomial decision that the keep rate equals ``keep_prob``.
+
+    ``kept`` kept units out of ``trials`` (arrays for several groups — positions, channels —
+    are Holm-adjusted). Exact two-sided p-values (doubled tails) and Clopper–Pearson
+    intervals [2]_ at the simultaneous level ``1 − α/m``.
+
+    Returns
+    -------
+    Decision
+        For the group with the smallest p-value; ``min_detectable_effect`` is the absolute
+        keep-rate error detected with probability ``1 − false_pass_rate`` in the smallest group.
+    """
+    kept, trials, keep_prob, alpha, beta = _decide_keep_rate_iv(
+        kept, trials, keep_prob, false_fail_rate, false_pass_rate)
+    k = kept.ravel().astype(np.int64)
+    n = trials.ravel().astype(np.int64)
+    m = k.size
+    if keep_prob == 1.0:
+        pvalues = np.where(k == n, 1.0, 0.0)
+    else:
+        pvalues = _binomial_two_sided_p(k, n, keep_prob)
+    adjusted = holm_adjust(pvalues)
+    worst = int(np.argmin(pvalues))
+    low, high = _clopper_pearson(k[worst], n[worst], 1 - alpha / m)
+    mde = min_keep_rate_error_detectable_by_binomial(
+        int(n.min()), keep_prob, false_fail_rate=alpha, false_pass_rate=beta, n_tests=m)
+    method = "exact binomial (Clopper-Pearson)" + (f", Holm over {m} groups" if m > 1 else "")
+    p_adj = float(np.min(adjusted))
+    return Decision(
+        property=property, method=method, estimate=float(k[worst] / n[worst]), expected=keep_prob,
+        ci_low=float(low), ci_high=float(high), pvalue=p_adj, false_fail_rate=alpha,
+        false_pass_rate=beta, min_detectable_effect=mde, n=int(n.sum()), rejected=bool(p_adj < alpha),
+        details={"n_groups": m, "n_rejected": int(np.sum(adjusted < alpha)), "worst_index": worst,
+                 "ci_alpha": alpha / m},
+    )
+
+
+def _keep_rate_power_gap(effect, n, p, z_a, z_b):
+    """Normal-approximation power equation for a binomial rate; zero at the detectable effect."""
+    worst = -math.inf
+    for p1 in (p - effect, p + effect):
+        if 0 <= p1 <= 1:
+            need = (z_a * math.sqrt(p * (1 - p)) + z_b * math.sqrt(p1 * (1 - p1))) / math.sqrt(n)
+            worst = max(worst, need - effect)
+    return worst
+
+
+def min_keep_rate_error_detectable_by_binomial(trials, keep_prob, *, false_fail_rate=1e-6,
+                                               false_pass_rate=1e-3, n_tests=1):
+    """Smallest absolute keep-rate error the binomial test detects with power ``1 − β``.
+
+    Solves ``δ √n = z_{1−α/(2m)} √(p(1−p)) + z_{1−β} √(p₁(1−p₁))`` for ``p₁ = p ± δ`` (the
+    worse side), the normal approximation to the exact test. ``O(1/√n)``.
+    """
+    alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
+    n = positive_int_iv(trials, "trials")
+    p = probability_iv(keep_prob, "keep_prob", high_open=False)
+    if p == 1.0:
+        return 0.0  # a single dropped unit refutes keep_prob = 1
+    z_a = stats.norm.isf(alpha / (2 * n_tests))
+    z_b = stats.norm.isf(beta)
+    hi = max(p, 1 - p)
+    if _keep_rate_power_gap(hi, n, p, z_a, z_b) > 0:
+        return float(hi)  # not even the largest possible error is detectable
+    return float(optimize.brentq(_keep_rate_power_gap, 1e-15, hi, args=(n, p, z_a, z_b)))
+
+
+def min_trials_for_keep_rate_error(keep_prob, effect, *, false_fail_rate=1e-6, false_pass_rate=1e-3,
+                                   n_tests=1):
+    """Trials needed for the binomial test to detect a keep-rate error ``effect``.
+
+    ``n = ⌈((z_{1−α/(2m)} √(p(1−p)) + z_{1−β} √(p₁(1−p₁))) / δ)²⌉``, worse of ``p₁ = p ± δ``.
+    """
+    alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
+    p = probability_iv(keep_prob, "keep_prob")
+    if not effect > 0:
+        raise ValueError(f"`effect` must be positive; got {effect!r}")
+    z_a = stats.norm.isf(alpha / (2 * n_tests))
+    z_b = stats.norm.isf(beta)
+    need = 0.0
+    for p1 in (p - effect, p + effect):
+        p1 = min(max(p1, 0.0), 1.0)
+        need = max(need, ((z_a * math.sqrt(p * (1 - p)) + z_b * math.sqrt(p1 * (1 - p1))) / effect) ** 2)
+    return math.ceil(need)
+
+
+# --- dispersion -----------------------------------------------------------------------------
+def decide_dispersion(counts, size, keep_prob=None, *, false_fail_rate=1e-6, false_pass_rate=1e-3,
+                      property="kept counts per row are Binomial"):
+    """Index-of-dispersion test that counts are ``Binomial(size, keep_prob)`` [4]_.
+
+    ``size`` is one number of trials for all counts or one per count (rows with zero inputs
+    have fewer observable units).
+    ``D = Σ_r (K_r − n_r p)² / (n_r p (1 − p))`` is approximately ``χ²_R`` for R independent
+    binomial counts; a mask that keeps a *fixed* number of units per row has D ≈ 0 (lower
+    tail), one that keeps all-or-nothing has D ≫ R (upper tail). Two-sided.
+    With ``keep_prob=None`` the rate is estimated from the counts and D has ``R − 1`` degrees
+    of freedom, so a wrong keep rate (another check's business) does not masquerade as
+    over-dispersion. The estimate reported is the dispersion ratio ``D / df`` (1 for binomial
+    counts).
+    """
+    counts = np.asarray(counts, dtype=float).ravel()
+    if counts.size < 2:
+        raise ValueError(f"`counts` must hold at least 2 counts; got {counts.size}")
+    if np.ndim(size) == 0:
+        size = np.full(counts.size, positive_int_iv(size, "size"), dtype=float)
+    else:
+        size = np.asarray(size, dtype=float).ravel()
+        if size.shape != counts.shape or np.any(size < 1):
+            raise ValueError("`size` must be a positive integer or one positive size per count")
+    alpha, beta = _rates_iv(false_fail_rate, false_pass_rate)
+    if keep_prob is None:
+        p = float(counts.sum() / size.sum())
+        r = counts.size - 1
+        if not 0 < p < 1:
+            raise ValueError("`counts` must not be all 0 or all `size` when keep_prob is estimated")
+    else:
+        p = probability_iv(keep_prob, "keep_prob")
+        r = counts.size
+    d = float(np.sum((counts - size * p) ** 2 / (size * p * (1 - p))))
+    pvalue = float(min(1.0, 2 * min(stats.chi2.cdf(d, r), stats.chi2.sf(d, r))))
+    low = d / stats.chi2.isf(alpha / 2, r)
+    high = d / stats.chi2.ppf(alpha / 2, r)
+    # Smallest relative change of the dispersion ratio seen with power 1 − β, worse side.
+    up = stats.chi2.isf(alpha / 2, r) / stats.chi2.ppf(beta, r) - 1
+    down = 1 - stats.chi2.ppf(alpha / 2, r) / stats.chi2.isf(beta, r)
+    mde = float(max(up, down))
+    return Decision(
+        property=property, method=f"chi-square index of dispersion, {r} degrees of freedom",
+        estimate=d / r, expected=1.0, ci_low=float(low), ci_high=float(high), pvalue=pvalue,
+        false_fail_rate=alpha, false_pass_rate=beta, min_detectable_effect=mde, n=r,
+        rejected=bool(pvalue < alpha), effect_units="relative",
+    )
+
+
+# --- equivalence ----------------------------------------------------------------------------
+def decide_equivalence(estimate, std_error, margin, *, df=None, alpha=0.05):
+    """Two one-sided tests (TOST) [3]_ that a difference lies within ``±margin``.
+
+    "Equal within ε" needs this, not a failed rejection: H0 is ``|θ| ≥ ε``; equivalence is
+    declared when both one-sided tests reject at level ``alpha``, i.e. when the
+    ``1 − 2α`` confidence interval lies inside ``(−ε, ε)``.
+
+    Parameters
+    ----------
+    estimate, std_error : float
+        Estimated difference and its standard error.
+    margin : float
+        ε > 0.
+    df : int, optional
+        Student-t degrees of freedom; normal if None.
+    alpha : float
+        Probability of declaring equivalence when ``|θ| ≥ ε``.
+    """
+    alpha = probability_iv(alpha, "alpha")
+    if not margin > 0:
+        raise ValueError(f"`margin` must be positive; got {margin!r}")
+    if not std_error >= 0:
+        raise ValueError(f"`std_error` must be non-negative; got {std_error!r}")
+    dist = stats.norm if df is None else stats.t(df)
+    if std_error == 0:
+        p = 0.0 if abs(estimate) < margin else 1.0
+        half = 0.0
+    else:
+        p_low = dist.sf((estimate + margin) / std_error)
+        p_high = dist.cdf((estimate - margin) / std_error)
+        p = float(max(p_low, p_high))
+        half = float(dist.isf(alpha) * std_error)
+    return EquivalenceResult(
+        estimate=float(estimate), margin=float(margin), ci_low=float(estimate - half),
+        ci_high=float(estimate + half), pvalue=p, alpha=alpha, equivalent=bool(p < alpha),
+        n=-1 if df is None else int(df) + 1,
+    )
+
+
+# --- shared interval and sample-size helpers -------------------------------------------------
+def t_interval(mean, std_error, df, level):
+    """Two-sided Student-t confidence interval for a mean.
+
+    ``mean ± t_{(1+level)/2, df} · se``, with the quantile computed as
+    ``t.isf((1 − level) / 2, df)``. Works elementwise on arrays.
+
+    Parameters
+    ----------
+    mean, std_error : float or array_like
+        Estimate and its standard error (broadcast together).
+    df : int
+        Student-t degrees of freedom (``n − 1`` for the mean of ``n`` draws).
+    level : float
+        Confidence level in (0, 1).
+
+    Returns
+    -------
+    (low, high)
+        ``mean − half`` and ``mean + half`` with ``half = t_{(1+level)/2, df} · se``.
+    """
+    half = stats.t.isf((1 - level) / 2, df) * std_error
+    return mean - half, mean + half
+
+
+def tost_sample_size(sd, margin, *, alpha, power, min_draws):
+    """Draws for a TOST at ``±margin`` to declare a truly zero difference equivalent.
+
+    Normal approximation::
+
+        n = max(min_draws, ⌈((z_{1−α} + z_{(1+power)/2}) σ / ε)²⌉)
+
+    so that :func:`decide_equivalence` at level ``alpha`` declares equivalence with probability
+    ``power`` when the true difference is 0 and one draw has standard deviation σ. When σ is
+    not positive (or NaN) the answer is ``min_draws``. No upper cap: callers apply their own.
+
+    Parameters
+    ----------
+    sd : float
+        σ, the standard deviation of one draw of the statistic.
+    margin : float
+        ε > 0, the equivalence margin.
+    alpha : float
+        TOST level.
+    power : float
+        Probability of declaring a zero difference equivalent.
+    min_draws : int
+        Floor on the answer.
+
+    Returns
+    -------
+    int
+    """
+    if not sd > 0:
+        return min_draws
+    z = stats.norm.isf(alpha) + stats.norm.isf((1 - power) / 2)
+    return max(min_draws, math.ceil((z * sd / margin) ** 2))

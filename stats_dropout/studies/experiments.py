@@ -1,0 +1,546 @@
+"""Experiments beyond one layer (issue #4): tidy DataFrames with CIs, settings and decisions.
+
+Every function returns a ``pandas.DataFrame`` with one row per measured figure; each row
+carries its settings (``seed``, ``n_draws``, ``keep_prob``), a confidence interval and, where a
+closed form exists, the statistical decision against it (``stats_dropout.stats``). The
+``false_fail_rate`` option is the total for the table, split by Bonferroni across its
+decisions; the CIs are the decisions' simultaneous intervals at ``confidence_level``.
+
+Default sizes run in seconds; larger runs go through the options (``draws``, ``n_seeds``).
+The training experiments live in :mod:`stats_dropout._experiments_training` and are
+re-exported here.
+
+References
+----------
+.. [1] N. Srivastava et al., "Dropout: a simple way to prevent neural networks from
+   overfitting", JMLR 15 (2014) 1929-1958.
+.. [2] P. Baldi, P. Sadowski, "The dropout learning algorithm", Artificial Intelligence 210
+   (2014) 78-122.
+.. [3] S. Wang, C. Manning, "Fast dropout training", ICML 2013.
+.. [4] X. Li, S. Chen, X. Hu, J. Yang, "Understanding the disharmony between dropout and batch
+   normalization by variance shift", CVPR 2019.
+.. [5] X. Ma et al., "Dropout with expectation-linear regularization", ICLR 2017.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+from scipy import integrate, special
+from scipy import stats as sps
+
+from stats_dropout._internal.rng import block_rng
+from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
+from stats_dropout.inference import stats
+from stats_dropout.inference.montecarlo import (
+    RunningMoments,
+    estimate_statistic_moments,
+    estimate_train_moments,
+)
+from stats_dropout.inference.results import TrainMoments
+from stats_dropout.reference import theory
+from stats_dropout.reference.networks import MLP, DenseLayer, activate, gaussian_activation_mean
+from stats_dropout.reference.schemes import get_scheme
+from stats_dropout.studies.training_experiments import (
+    decide_with_dead_band,
+    keep_probs_iv,
+    mc_averaging,
+    regression_dropout,
+    training_equivalence,
+)
+
+__all__ = [
+    "inference_gap",
+    "softmax_geometric_mean_check",
+    "nwgm_table",
+    "gaussian_approximation_table",
+    "mc_averaging",
+    "training_equivalence",
+    "regression_dropout",
+    "variance_shift_table",
+    "norm_table",
+    "enumerate_masks",
+    "thread_matrix",
+]
+
+DEFAULT_KEEP_PROBS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+GAP_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "selu", "softmax")
+
+
+# --- shared helpers -------------------------------------------------------------------------
+# FP_RTOL (the floating-point dead band), decide_with_dead_band and keep_probs_iv live with the training
+# experiments and are shared from there.
+
+
+def _moments(samples, seed):
+    """TrainMoments of per-draw values stacked on axis 0."""
+    return RunningMoments.from_samples(samples).to_result(seed)
+
+
+def enumerate_masks(n_units, keep_prob):
+    """All ``2^n_units`` binary masks (rows) and their probabilities ``p^k (1 − p)^(n − k)``.
+
+    The exact expectation over dropout masks is ``probs @ f(masks)``: no sampling error.
+    """
+    n_units = positive_int_iv(n_units, "n_units")
+    if n_units > 20:
+        raise ValueError(f"`n_units` must be at most 20 for enumeration; got {n_units}")
+    masks = np.array(list(itertools.product((0.0, 1.0), repeat=n_units)))
+    k = masks.sum(axis=1)
+    probs = keep_prob**k * (1.0 - keep_prob) ** (n_units - k)
+    return masks, probs
+
+
+def thread_matrix():
+    """The forum thread's matrix ``np.random.seed(42); np.random.randn(3, 4)``.
+
+    Drawn from a private ``RandomState(42)`` (the same numbers) so numpy's global RNG state
+    is left untouched; its 2-norm (Frobenius) is 2.672810732482017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stats_dropout.experiments import thread_matrix
+    >>> float(np.linalg.norm(thread_matrix()))
+    2.672810732482017
+    """
+    return np.random.RandomState(42).randn(3, 4)
+
+
+# --- §4 inference gap -----------------------------------------------------------------------
+def _inference_gap_iv(keep_probs, seed, draws, n_units, false_fail_rate):
+    keep_probs = keep_probs_iv(keep_probs)
+    seed = seed_iv(seed)
+    draws = 50_000 if draws is None else positive_int_iv(draws, "draws")
+    if draws < 2:
+        raise ValueError(f"`draws` must be at least 2; got {draws}")
+    n_units = positive_int_iv(n_units, "n_units")
+    if n_units > 12:
+        raise ValueError(
+            f"`n_units` must be at most 12 (exact enumeration of 2^n_units masks); got {n_units}")
+    return keep_probs, seed, draws, n_units, probability_iv(false_fail_rate, "false_fail_rate")
+
+
+def _relu_gaussian_mean(mu, s2):
+    """``theory.relu_gaussian_mean`` with its s → 0 limit ``relu(μ)`` (keep_prob = 1)."""
+    s = np.sqrt(s2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(s > 0, theory.relu_gaussian_mean(mu, np.where(s > 0, s, 1.0)), np.maximum(mu, 0.0))
+
+
+def _gap_setup(n_units, n_out, seed):
+    """A fixed hidden activation ``h > 0`` and output weights with pre-activation mean ≈ 1."""
+    rng = block_rng(seed, 1000)
+    h = np.abs(rng.standard_normal(n_units)) + 0.25
+    w = rng.standard_normal((n_units, n_out)) / np.sqrt(n_units)
+    b = 1.0 - h @ w  # centre the eval pre-activation at 1 (every unit), like THEORY's μ = 1
+    return h, w, b
+
+
+def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=10, false_fail_rate=1e-6):
+    """Inference gap ``Δ = E[train output] − eval output`` through one activation, per keep_prob.
+
+    A dropped hidden layer ``h`` (inverted dropout, ``n_units`` units) feeds ``f(W(r∘h)/p + b)``.
+    For each activation the gap is measured by Monte Carlo (``draws`` passes, the MLP engine),
+    computed *exactly* by enumerating all ``2^n_units`` masks, and compared with its closed-form
+    approximation: ReLU of a Gaussian ``μΦ(μ/s) + sφ(μ/s) − relu(μ)``, fast dropout
+    ``σ(μ/√(1 + πs²/8)) − σ(μ)`` [3]_, the exact Gaussian means of SELU and (by quadrature)
+    tanh, 0 for linear maps
+    and for the softmax's normalised geometric mean [2]_ (whose arithmetic mean is what
+    ``exact_gap`` shows). An ``identity`` row with ``depth=3`` (dropout before each of three
+    linear layers) checks linear networks of any depth [2]_, [5]_. Rows with ``scheme =
+    "dropconnect"`` drop the weights instead (``f((M∘W)h + b)`` vs ``f(pWh + b)``) and use
+    DropConnect's moments ``μ = pWh + b``, ``s² = p(1−p)(W∘W)(h∘h)`` (Wan et al. 2013).
+    ``moment_matching_gap`` is the network's own ``predict(rule="moment_matching")`` minus eval.
+
+    Parameters
+    ----------
+    keep_probs : sequence of float
+    seed : int
+    draws : int, optional
+        Monte-Carlo passes per row (default 50 000).
+    n_units : int, ≤ 12
+    false_fail_rate : float
+        Total over the table's decisions (two per row, Bonferroni).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``activation, scheme, depth, unit, keep_prob, gap, ci_low, ci_high, std_error,
+        gap_zero_pvalue, gap_zero_rejected, exact_gap, vs_exact_pvalue, vs_exact_rejected,
+        approximation, approx_value, approx_error, moment_matching_gap, mu, s2,
+        min_detectable_effect, n_draws, seed,
+        confidence_level``. ``approx_error = approx_value − exact_gap``.
+    """
+    keep_probs, seed, draws, n_units, alpha = _inference_gap_iv(keep_probs, seed, draws, n_units,
+                                                              false_fail_rate)
+    configs = ([(a, 1, "inverted") for a in GAP_ACTIVATIONS] + [("identity", 3, "inverted")]
+               + [(a, 1, "dropconnect") for a in ("relu", "sigmoid")])
+    n_rows = sum(3 if a == "softmax" else 1 for a, _, _ in configs) * len(keep_probs)
+    alpha_row = alpha / (2 * n_rows)
+    rows = []
+    for ci, (act, depth, scheme) in enumerate(configs):
+        n_out = 3 if act == "softmax" else 1
+        h, w, b = _gap_setup(n_units, n_out, seed)
+        for pi, p in enumerate(keep_probs):
+            if scheme == "dropconnect":
+                # train f((M∘W)h + b), eval f(pWh + b); bias re-centred so the eval μ is 1 too
+                b_dc = b + (1 - p) * h @ w
+                net = MLP((DenseLayer(w, b_dc, act, "dropconnect", p),))
+                mu, s2 = p * h @ w + b_dc, p * (1 - p) * (h**2) @ w**2  # Wan et al. 2013
+            elif depth == 1:
+                net = MLP((DenseLayer(w, b, act, "inverted", p),))
+                mu, s2 = h @ w + b, (1 - p) / p * (h**2) @ w**2
+            else:
+                rng = block_rng(seed, 2000)
+                w1 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
+                w2 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
+                net = MLP((DenseLayer(w1, np.zeros(n_units), "identity", "inverted", p),
+                           DenseLayer(w2, np.full(n_units, 0.1), "identity", "inverted", p),
+                           DenseLayer(w, b, "identity", "inverted", p)))
+                mu = s2 = np.full(n_out, np.nan)  # one-layer moments do not describe the deep net
+            x = h[None, :]
+            eval_out = net.predict(x)[0]
+            mom = estimate_train_moments(net.bind(), x, draws=draws, seed=seed + 7919 * (ci * 100 + pi))
+            mom = TrainMoments(mean=mom.mean[0], var=mom.var[0], n_draws=mom.n_draws, seed=mom.seed)
+            if depth == 1:
+                masks, probs = enumerate_masks(n_units, p)
+                kept = masks * h if scheme == "dropconnect" else masks * h / p
+                exact = probs @ activate(act, kept @ w + net.layers[0].bias)
+            else:
+                exact = eval_out  # linear in every mask: E = forward pass of the means [2]_
+            approx_mean = {
+                "identity": eval_out,
+                "relu": _relu_gaussian_mean(mu, s2),
+                "sigmoid": theory.fast_dropout_sigmoid_mean(mu, s2),
+                "softmax": eval_out,
+            }.get(act)
+            if approx_mean is None:
+                approx_mean = gaussian_activation_mean(act, mu, s2)[0]
+            approx_name = {"identity": "exact (linear)", "relu": "relu of a Gaussian",
+                           "sigmoid": "fast dropout (Wang & Manning)",
+                           "softmax": "normalised geometric mean", "selu": "SELU of a Gaussian"}.get(
+                act, "tanh of a Gaussian (quadrature)")
+            moment_matching = net.predict(x, rule="moment_matching")[0]
+            for u in range(n_out):
+                unit = TrainMoments(mean=mom.mean[u:u + 1], var=mom.var[u:u + 1], n_draws=draws,
+                                    seed=mom.seed)
+                d_zero = decide_with_dead_band(unit, eval_out[u], false_fail_rate=alpha_row,
+                                                 property="E[train output] equals eval output")
+                d_exact = decide_with_dead_band(unit, exact[u], false_fail_rate=alpha_row,
+                                                  property="MC mean equals the enumerated expectation")
+                rows.append({
+                    "activation": act, "scheme": scheme, "depth": depth, "unit": u, "keep_prob": p,
+                    "gap": d_zero.estimate - eval_out[u],
+                    "ci_low": d_zero.ci_low - eval_out[u], "ci_high": d_zero.ci_high - eval_out[u],
+                    "std_error": float(unit.std_error[0]),
+                    "gap_zero_pvalue": d_zero.pvalue, "gap_zero_rejected": d_zero.rejected,
+                    "exact_gap": exact[u] - eval_out[u],
+                    "vs_exact_pvalue": d_exact.pvalue, "vs_exact_rejected": d_exact.rejected,
+                    "approximation": approx_name,
+                    "approx_value": approx_mean[u] - eval_out[u],
+                    "approx_error": approx_mean[u] - exact[u],
+                    "moment_matching_gap": moment_matching[u] - eval_out[u],
+                    "mu": mu[u], "s2": s2[u],
+                    "min_detectable_effect": d_zero.min_detectable_effect,
+                    "n_draws": draws, "seed": seed, "confidence_level": 1 - alpha_row,
+                })
+    return pd.DataFrame(rows)
+
+
+# --- §4 softmax: normalised geometric mean by enumeration ------------------------------------
+def _softmax_check_iv(n_units, keep_prob, seed, n_classes):
+    n_units = positive_int_iv(n_units, "n_units")
+    if n_units > 12:
+        raise ValueError(f"`n_units` must be at most 12 (2^n_units masks are enumerated); got {n_units}")
+    return n_units, keep_prob_iv(keep_prob), seed_iv(seed), positive_int_iv(n_classes, "n_classes")
+
+
+def softmax_geometric_mean_check(n_units=10, *, keep_prob=0.5, seed=0, n_classes=4):
+    """Normalised geometric mean of the softmax over all ``2^n_units`` masks vs weight scaling.
+
+    For ``z(r) = W(r∘h) + b`` (standard dropout of a hidden layer ``h``), the normalised
+    weighted geometric mean ``NWGM_c = Π_r softmax_c(z(r))^{P(r)} / Σ_k Π_r softmax_k(z(r))^{P(r)}``
+    equals ``softmax(W(p h) + b)`` exactly for every p (log-softmax is linear in the mask up
+    to a class-independent term; Hinton et al. 2012 for p = 1/2, Baldi & Sadowski [2]_). The
+    arithmetic mean of the softmaxes differs. No sampling: the check is exact up to rounding.
+
+    Returns
+    -------
+    DataFrame
+        One row per class: ``class, nwgm, weight_scaled, abs_deviation, arithmetic_mean,
+        arithmetic_gap, max_abs_deviation, max_arithmetic_gap, n_units, n_masks, keep_prob,
+        seed`` (``max_*`` over classes, repeated on every row).
+
+    Examples
+    --------
+    >>> from stats_dropout.experiments import softmax_geometric_mean_check
+    >>> df = softmax_geometric_mean_check(10, keep_prob=0.5)
+    >>> bool(df.max_abs_deviation.iloc[0] < 1e-12), bool(df.max_arithmetic_gap.iloc[0] > 0.01)
+    (True, True)
+    """
+    n_units, p, seed, n_classes = _softmax_check_iv(n_units, keep_prob, seed, n_classes)
+    rng = block_rng(seed, 3000)
+    h = rng.standard_normal(n_units)
+    w = rng.standard_normal((n_units, n_classes))
+    b = rng.standard_normal(n_classes)
+    masks, probs = enumerate_masks(n_units, p)
+    logits = (masks * h) @ w + b
+    log_sm = logits - special.logsumexp(logits, axis=1, keepdims=True)
+    log_g = probs @ log_sm  # log of the weighted geometric mean, per class
+    nwgm = special.softmax(log_g)
+    weight_scaled = special.softmax((p * h) @ w + b)
+    arithmetic = probs @ np.exp(log_sm)
+    dev = np.abs(nwgm - weight_scaled)
+    agap = arithmetic - weight_scaled
+    return pd.DataFrame({
+        "class": np.arange(n_classes), "nwgm": nwgm, "weight_scaled": weight_scaled,
+        "abs_deviation": dev, "arithmetic_mean": arithmetic, "arithmetic_gap": agap,
+        "max_abs_deviation": dev.max(), "max_arithmetic_gap": np.abs(agap).max(),
+        "n_units": n_units, "n_masks": masks.shape[0], "keep_prob": p, "seed": seed,
+    })
+
+
+# --- §4 NWGM of a sigmoid unit ---------------------------------------------------------------
+def _nwgm_row(case, outputs, probs, keep_prob, mean_input):
+    outputs = np.asarray(outputs, dtype=float)
+    probs = np.asarray(probs, dtype=float)
+    e = float(probs @ outputs)
+    g = float(np.exp(probs @ np.log(outputs)))
+    g1 = float(np.exp(probs @ np.log1p(-outputs)))
+    nwgm = theory.nwgm_sigmoid(outputs, probs)
+    bound = float(theory.nwgm_bound(e))
+    if np.all(outputs >= 0.5):
+        ordering, holds = "NWGM >= E", nwgm >= e
+    elif np.all(outputs <= 0.5):
+        ordering, holds = "NWGM <= E", nwgm <= e
+    else:
+        ordering, holds = "mixed", True
+    sig_mean = float(special.expit(mean_input))
+    return {"case": case, "keep_prob": keep_prob, "n_outputs": outputs.size, "expectation": e,
+            "geometric_mean": g, "geometric_mean_complement": g1, "nwgm": nwgm,
+            "sigmoid_of_mean_input": sig_mean, "nwgm_identity_error": abs(nwgm - sig_mean),
+            "abs_difference": abs(e - nwgm), "bound": bound, "within_bound": bool(abs(e - nwgm) <= bound),
+            "ordering": ordering, "ordering_holds": bool(holds)}
+
+
+def nwgm_table(*, seed=0, n_units=8, keep_probs=(0.2, 0.5, 0.8)):
+    """NWGM vs expectation of a sigmoid unit under dropout, with Baldi–Sadowski's bounds [2]_.
+
+    First row: THEORY.md's worked example ``O = (σ(0.5), σ(1))`` with equal weights
+    (E = 0.676759, G = 0.674577, G' = 0.318648, NWGM = 0.679179 = σ(0.75)). Then, for each
+    keep_prob, sigmoid units ``σ(w·(r∘x) + b)`` over all ``2^n_units`` masks (exact, no sampling)
+    with all outputs ≥ 1/2, all ≤ 1/2, and mixed. Checks: ``NWGM = σ(E S)`` (identity),
+    ``|E − NWGM| ≤ E(1−E)|1−2E| / (1 − 2E(1−E))`` and the ordering rule.
+
+    Returns
+    -------
+    DataFrame
+        ``case, keep_prob, n_outputs, expectation, geometric_mean, geometric_mean_complement,
+        nwgm, sigmoid_of_mean_input, nwgm_identity_error, abs_difference, bound, within_bound,
+        ordering, ordering_holds, seed``.
+
+    Examples
+    --------
+    >>> from stats_dropout.experiments import nwgm_table
+    >>> row = nwgm_table().iloc[0]
+    >>> round(float(row.expectation), 6), round(float(row.nwgm), 6)
+    (0.676759, 0.679179)
+    """
+    seed = seed_iv(seed)
+    n_units = positive_int_iv(n_units, "n_units")
+    if n_units > 12:
+        raise ValueError(f"`n_units` must be at most 12; got {n_units}")
+    keep_probs = keep_probs_iv(keep_probs)
+    rows = [_nwgm_row("THEORY worked example", special.expit([0.5, 1.0]), [0.5, 0.5], np.nan, 0.75)]
+    rng = block_rng(seed, 4000)
+    x = np.abs(rng.standard_normal(n_units)) + 0.1
+    w = rng.standard_normal(n_units)
+    for p in keep_probs:
+        masks, probs = enumerate_masks(n_units, p)
+        for case, wc, b in (("all outputs >= 1/2", np.abs(w), 0.0), ("all outputs <= 1/2", -np.abs(w), 0.0),
+                            ("mixed", w, 0.3)):
+            s = (masks * x) @ wc + b
+            rows.append(_nwgm_row(case, special.expit(s), probs, p, p * x @ wc + b))
+    out = pd.DataFrame(rows)
+    out["seed"] = seed
+    return out
+
+
+# --- §4 Gaussian approximations on their own reference numbers --------------------------------
+def gaussian_approximation_table(*, seed=0, draws=None, false_fail_rate=1e-6, false_pass_rate=1e-3):
+    """THEORY.md §4's reference numbers for ``Y ~ N(μ, s²)``: MC, exact (quadrature), closed form.
+
+    Rows: sigmoid at μ = 1, s² ∈ {1, 4} (exact 0.696735, 0.647726; fast-dropout [3]_ 0.700014,
+    0.651056) and ReLU at the same settings (``μΦ(μ/s) + sφ(μ/s)``, exact). The MC mean is
+    tested against the exact value (adaptive quadrature; must hold) and against the closed form
+    (rejected for the fast-dropout approximation: by default ``draws`` is computed to see an
+    error of 0.003 with power ``1 − false_pass_rate``).
+
+    Returns
+    -------
+    DataFrame
+        ``activation, mu, s2, mc_mean, ci_low, ci_high, exact, closed_form, closed_form_error,
+        vs_exact_pvalue, vs_exact_rejected, vs_closed_form_pvalue, vs_closed_form_rejected,
+        n_draws, seed, confidence_level``.
+    """
+    seed = seed_iv(seed)
+    alpha = probability_iv(false_fail_rate, "false_fail_rate") / 8
+    if draws is None:
+        # enough to see the fast-dropout error (≥ 0.003 at THEORY's settings) with power
+        # 1 − false_pass_rate; σ(Y) ∈ (0, 1) so its sd is at most 1/2
+        draws = stats.min_draws_for_mean_error(0.003, 0.5, false_fail_rate=alpha,
+                                               false_pass_rate=false_pass_rate)
+    draws = positive_int_iv(draws, "draws")
+    rows = []
+    for i, (act, s2) in enumerate(itertools.product(("sigmoid", "relu"), (1.0, 4.0))):
+        y = block_rng(seed, 5000 + i).normal(1.0, np.sqrt(s2), size=(draws, 1))
+        mom = _moments(activate(act, y), seed)
+        sd = np.sqrt(s2)
+        exact = integrate.quad(lambda t: float(activate(act, np.array(t))) * sps.norm.pdf(t, 1.0, sd),
+                               1.0 - 40 * sd, 1.0 + 40 * sd, points=[0.0], epsabs=1e-13, epsrel=1e-12)[0]
+        closed = float(gaussian_activation_mean(act, np.array([1.0]), np.array([s2]))[0][0])
+        d_exact = decide_with_dead_band(mom, exact, false_fail_rate=alpha)
+        d_closed = decide_with_dead_band(mom, closed, false_fail_rate=alpha)
+        rows.append({"activation": act, "mu": 1.0, "s2": s2, "mc_mean": d_exact.estimate,
+                     "ci_low": d_exact.ci_low, "ci_high": d_exact.ci_high, "exact": exact,
+                     "closed_form": closed, "closed_form_error": closed - exact,
+                     "vs_exact_pvalue": d_exact.pvalue, "vs_exact_rejected": d_exact.rejected,
+                     "vs_closed_form_pvalue": d_closed.pvalue, "vs_closed_form_rejected": d_closed.rejected,
+                     "n_draws": draws, "seed": seed, "confidence_level": 1 - alpha})
+    return pd.DataFrame(rows)
+
+
+# --- §5 variance shift ------------------------------------------------------------------------
+def variance_shift_table(*, keep_probs=(0.5, 0.8, 0.9), seed=0, draws=100_000, input_means=(0.0, 1.0),
+                         input_var=1.0, n_units=16, false_fail_rate=1e-6):
+    """Variance shift ``Var_test / Var_train`` of inverted dropout, measured vs Li et al. [4]_.
+
+    Inputs ``x ~ N(c, v)`` per unit; train output ``r x / p``, test output ``x``.
+    ``Var_train = (c² + v)/p − c²``, ``Var_test = v`` (``theory.variance_shift``). Setting
+    ``dropout`` measures one unit; ``dropout+linear`` the sum ``Σ_j w_j r_j x_j / p`` over
+    ``n_units`` independent units, whose shift is the same (every term scales alike) — what
+    batch norm after a linear layer sees. Each variance is estimated by the per-draw statistic
+    ``(y − E y)² / Var_formula`` (:func:`stats_dropout.stats.squared_deviation_ratio`) and
+    tested against 1 with a t test; the shift's CI combines the two by the delta method.
+
+    Returns
+    -------
+    DataFrame
+        ``setting, keep_prob, input_mean, input_var, var_train, var_train_expected,
+        var_train_pvalue, var_train_rejected, var_test, var_test_expected, var_test_pvalue,
+        var_test_rejected, shift, shift_ci_low, shift_ci_high, shift_expected, n_draws, seed,
+        confidence_level``.
+    """
+    keep_probs = keep_probs_iv(keep_probs)
+    seed = seed_iv(seed)
+    draws = positive_int_iv(draws, "draws")
+    n_units = positive_int_iv(n_units, "n_units")
+    if not input_var > 0:
+        raise ValueError(f"`input_var` must be positive; got {input_var!r}")
+    settings = ("dropout", "dropout+linear")
+    # two variance decisions and one shift interval per row share the false-fail rate
+    n_dec = 3 * len(keep_probs) * len(input_means) * len(settings)
+    alpha = probability_iv(false_fail_rate, "false_fail_rate") / n_dec
+    rows = []
+    w = block_rng(seed, 6000).standard_normal(n_units)
+    scheme = get_scheme("inverted")
+    idx = 0
+    for p, c, setting in itertools.product(keep_probs, input_means, settings):
+        idx += 1
+        rng = block_rng(seed, 6000 + idx)
+        width = 1 if setting == "dropout" else n_units
+        weights = np.ones(1) if setting == "dropout" else w
+        x = rng.normal(c, np.sqrt(input_var), size=(draws, width))
+        z = scheme.train(x, p, rng)
+        y_train, y_test = z @ weights, x @ weights
+        mean_true = c * weights.sum()
+        vtr_f = float(np.sum(weights**2)) * ((c**2 + input_var) / p - c**2)
+        vte_f = float(np.sum(weights**2)) * input_var
+        m_tr = _moments(((y_train - mean_true) ** 2 / vtr_f)[:, None], seed)
+        m_te = _moments(((y_test - mean_true) ** 2 / vte_f)[:, None], seed)
+        d_tr = decide_with_dead_band(m_tr, 1.0, false_fail_rate=alpha, property="train variance ratio")
+        d_te = decide_with_dead_band(m_te, 1.0, false_fail_rate=alpha, property="test variance ratio")
+        r_tr, r_te = float(m_tr.mean[0]), float(m_te.mean[0])
+        shift = (vte_f * r_te) / (vtr_f * r_tr)
+        # delta method: relative se of a ratio of two independent estimates
+        rel_se = np.sqrt((m_tr.std_error[0] / r_tr) ** 2 + (m_te.std_error[0] / r_te) ** 2)
+        z_crit = sps.norm.isf(alpha / 2)
+        rows.append({
+            "setting": setting, "keep_prob": p, "input_mean": c, "input_var": input_var,
+            "var_train": vtr_f * r_tr, "var_train_expected": vtr_f, "var_train_pvalue": d_tr.pvalue,
+            "var_train_rejected": d_tr.rejected,
+            "var_test": vte_f * r_te, "var_test_expected": vte_f, "var_test_pvalue": d_te.pvalue,
+            "var_test_rejected": d_te.rejected,
+            "shift": shift, "shift_ci_low": shift * (1 - z_crit * rel_se),
+            "shift_ci_high": shift * (1 + z_crit * rel_se),
+            "shift_expected": float(theory.variance_shift(c, input_var, p)),
+            "n_draws": draws, "seed": seed, "confidence_level": 1 - alpha,
+        })
+    return pd.DataFrame(rows)
+
+
+# --- §1 norms (claims C05, C06) ---------------------------------------------------------------
+def _norm_statistic(samples):
+    flat = np.asarray(samples, dtype=np.float64).reshape(samples.shape[0], -1)
+    sq = np.sum(flat**2, axis=1)
+    return np.stack([sq, np.sqrt(sq)], axis=1)
+
+
+def norm_table(*, keep_probs=(0.5, 0.8), seed=0, draws=100_000, random_shapes=((3, 4), (20, 30)),
+               false_fail_rate=1e-6):
+    """``E‖D∘A/p‖²`` vs ``‖A‖²/p`` and ``E‖D∘A/p‖`` vs ``‖A‖``, with and without rescale.
+
+    Matrices: the forum thread's ``np.random.seed(42); np.random.randn(3, 4)`` (:func:`thread_matrix`,
+    ‖A‖ = 2.672810732482017) and standard-normal matrices of ``random_shapes``. ``‖·‖`` is the
+    2-norm of the thread (numpy's default matrix norm, Frobenius). The squared norm has a closed
+    form (``theory.expected_squared_norm``): ``‖A‖²/p`` with the rescale, ``p‖A‖²`` without —
+    the mean of each unit is preserved by ``1/p``, the energy is not. The norm itself has none;
+    it is tested against ``‖A‖`` (the thread's claim that the rescale keeps the 2-norm) and
+    lies below ``sqrt(E‖·‖²)`` by Jensen. ``norm_A_scaled`` is ``‖A‖/p`` (the thread's
+    2.6728 → 3.3410 at p = 0.8: ``‖mA‖ = |m|‖A‖``).
+
+    Returns
+    -------
+    DataFrame
+        ``matrix, shape, keep_prob, rescale, norm_A, norm_A_scaled, mean_sq_norm, sq_ci_low,
+        sq_ci_high, sq_expected, sq_pvalue, sq_rejected, mean_norm, norm_ci_low, norm_ci_high,
+        norm_ratio, norm_ratio_ci_low, norm_ratio_ci_high, norm_equals_A_pvalue,
+        norm_equals_A_rejected, jensen_bound, n_draws, seed, confidence_level``.
+    """
+    keep_probs = keep_probs_iv(keep_probs)
+    seed = seed_iv(seed)
+    draws = positive_int_iv(draws, "draws")
+    if draws < 2:
+        raise ValueError(f"`draws` must be at least 2; got {draws}")
+    matrices = [("thread", thread_matrix())]
+    for i, shape in enumerate(random_shapes):
+        matrices.append((f"random {shape[0]}x{shape[1]}", block_rng(seed, 7000 + i).standard_normal(shape)))
+    n_dec = 2 * len(matrices) * len(keep_probs) * 2
+    alpha = probability_iv(false_fail_rate, "false_fail_rate") / n_dec
+    rows = []
+    k = 0
+    for (name, a), p, rescale in itertools.product(matrices, keep_probs, (True, False)):
+        k += 1
+        scheme = get_scheme("inverted" if rescale else "standard").bind(p)
+        mom = estimate_statistic_moments(scheme, a, _norm_statistic, draws=draws, seed=seed + 104729 * k)
+        norm_a = float(np.linalg.norm(a))
+        sq = TrainMoments(mean=mom.mean[:1], var=mom.var[:1], n_draws=draws, seed=mom.seed)
+        nm = TrainMoments(mean=mom.mean[1:], var=mom.var[1:], n_draws=draws, seed=mom.seed)
+        expected_sq = theory.expected_squared_norm(a, p, rescale=rescale)
+        d_sq = decide_with_dead_band(sq, expected_sq, false_fail_rate=alpha, property="E squared norm")
+        d_n = decide_with_dead_band(nm, norm_a, false_fail_rate=alpha, property="E norm equals ||A||")
+        rows.append({
+            "matrix": name, "shape": "x".join(map(str, a.shape)), "keep_prob": p, "rescale": rescale,
+            "norm_A": norm_a, "norm_A_scaled": float(np.linalg.norm(a / p)),
+            "mean_sq_norm": d_sq.estimate, "sq_ci_low": d_sq.ci_low, "sq_ci_high": d_sq.ci_high,
+            "sq_expected": expected_sq, "sq_pvalue": d_sq.pvalue, "sq_rejected": d_sq.rejected,
+            "mean_norm": d_n.estimate, "norm_ci_low": d_n.ci_low, "norm_ci_high": d_n.ci_high,
+            "norm_ratio": d_n.estimate / norm_a, "norm_ratio_ci_low": d_n.ci_low / norm_a,
+            "norm_ratio_ci_high": d_n.ci_high / norm_a, "norm_equals_A_pvalue": d_n.pvalue,
+            "norm_equals_A_rejected": d_n.rejected, "jensen_bound": float(np.sqrt(expected_sq)),
+            "n_draws": draws, "seed": seed, "confidence_level": 1 - alpha,
+        })
+    return pd.DataFrame(rows)

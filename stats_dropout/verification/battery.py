@@ -1,0 +1,283 @@
+"""The battery: a run's probe, error budget and evidence, and the entry points.
+
+:func:`verify_dropout` runs every check that applies to an implementation and gathers a
+:class:`~stats_dropout.inference.results.VerificationResult`; :func:`iter_checks` yields them one by
+one for pytest (:mod:`stats_dropout.verification.parametrize`).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import numpy as np
+
+from stats_dropout._internal.rng import seeded_global_rngs
+from stats_dropout._internal.validation import float_array_iv, keep_prob_iv, probability_iv, seed_iv
+from stats_dropout.inference.results import VerificationResult
+from stats_dropout.inference.stats import min_draws_for_mean_error, min_trials_for_keep_rate_error
+from stats_dropout.reference.contracts import ContractModel
+from stats_dropout.reference.probes import probe_shape, scheme_probe
+from stats_dropout.verification.checks import exact, statistical
+from stats_dropout.verification.checks.common import check_id, diagnosis_of, failed
+from stats_dropout.verification.evidence import Collector
+from stats_dropout.verification.implementation import Implementation, function_iv, implementation_iv
+
+#: Default power targets (issue: "detect a keep-rate error of 0.002 and a mean error of 0.5 %").
+KEEP_RATE_ERROR = 0.002
+RELATIVE_MEAN_ERROR = 0.005
+MIN_DRAWS = 10
+NORMAL_UNITS = 1000
+MAX_DRAWS = 2_000
+# --- the run: evidence per keep_prob, error budget ------------------------------------------
+STATISTICAL_CHECKS = (
+    "check_keep_rate", "check_keep_rate_per_position", "check_keep_rate_per_channel",
+    "check_keep_rate_vs_input", "check_mean", "check_mean_per_unit", "check_variance",
+    "check_row_dispersion", "check_independence_units", "check_independence_rows",
+    "check_independence_calls", "check_noise_distribution", "check_output_moments",
+)
+
+
+class _Run:
+    """Shared state of one battery: probe, error budget, lazily collected evidence."""
+
+    def __init__(self, impl, *, seed, false_fail_rate, false_pass_rate):
+        self.impl = impl
+        self.seed = seed
+        self.false_fail_rate = false_fail_rate
+        self.beta = false_pass_rate
+        self.keep_probs = impl.keep_probs()
+        self.contract = ContractModel.of(impl.contract, impl.shared_axes)
+        self.x = self._probe()
+        self.alpha = false_fail_rate / (len(STATISTICAL_CHECKS) * len(self.keep_probs))
+        # A pooled statistic sums ≥ NORMAL_UNITS independent mask entries per draw: normal by the CLT,
+        # so its null variance (known from the contract) gives a z test; else a t test.
+        entries = int(np.prod(self.contract.scheme.mask_shape(self.x.shape)))
+        self.normal_draws = entries >= NORMAL_UNITS
+        self._evidence = {}
+        self.warnings = []
+
+    def null_sd(self, p, which):
+        """Sd of one draw's pooled statistic under the contract (None: use a t test)."""
+        if not self.normal_draws:
+            return None
+        c, x = self.contract, self.x
+        mu, var = c.mean(x, p), c.var(x, p)
+        if which == "mean":
+            return math.sqrt(c.scheme.linear_statistic_var(mu / np.sum(mu**2), x, p))
+        return math.sqrt(c.scheme.squared_deviation_var(np.full(x.shape, 1 / np.sum(var)), x, p))
+
+    def _probe(self):
+        impl = self.impl
+        if impl.example_input is not None:
+            x = float_array_iv(impl.example_input, "example_input", allow_empty=False, allow_0d=False)
+            return np.array(x, copy=True)
+        return scheme_probe(probe_shape(impl.shared_axes), seed=self.seed)
+
+    def draws_for(self, p):
+        """Draws needed at ``p`` for the keep-rate and mean targets (see module docstring)."""
+        c, x = self.contract, self.x
+        need = MIN_DRAWS
+        if p < 1:
+            mu = c.mean(x, p)
+            sd = math.sqrt(c.scheme.linear_statistic_var(mu / np.sum(mu**2), x, p))
+            if sd > 0:
+                need = max(need, min_draws_for_mean_error(
+                    RELATIVE_MEAN_ERROR, sd, false_fail_rate=self.alpha, false_pass_rate=self.beta,
+                    null_sd_known=self.normal_draws))
+            if c.has_masks:
+                entries = int(np.prod(c.scheme.mask_shape(x.shape)))
+                trials = min_trials_for_keep_rate_error(
+                    p, min(KEEP_RATE_ERROR, p / 2, (1 - p) / 2),
+                    false_fail_rate=self.alpha, false_pass_rate=self.beta)
+                need = max(need, math.ceil(trials / entries))
+        if need > MAX_DRAWS:
+            self.warnings.append(
+                f"at keep_prob={p:g} the power targets need {need} draws; capped at {MAX_DRAWS}, so "
+                "the smallest detectable errors are larger than the defaults (see min_detectable_effect); "
+                "a larger example_input restores them")
+        return min(need, MAX_DRAWS)
+
+    def evidence(self, p):
+        if p not in self._evidence:
+            k = self.keep_probs.index(p)
+            seed_k = int(np.random.SeedSequence(self.seed, spawn_key=(k,)).generate_state(1)[0])
+            collector = Collector(self.impl.bound_train(p), self.x, p, self.contract)
+            self._evidence[p] = collector.collect(self.draws_for(p), seed_k)
+        return self._evidence[p]
+
+
+
+EXACT_CHECKS = tuple(getattr(exact, n) for n in (
+    "check_output_shape_dtype", "check_finite_output", "check_input_unchanged", "check_eval_deterministic",
+    "check_eval_contract", "check_kept_scale", "check_sharing_pattern", "check_keep_prob_one",
+    "check_invalid_keep_prob", "check_backward_mask"))
+STATISTICAL = tuple(getattr(statistical, n) for n in STATISTICAL_CHECKS)
+_ONCE = {"check_keep_prob_one", "check_invalid_keep_prob"}  # do not depend on the tested keep_prob
+
+
+# --- entry points -------------------------------------------------------------------------
+def _run_check(fn, run, p):
+    try:
+        return fn(run, p)
+    except Exception as exc:  # noqa: BLE001 — a battery bug must fail loudly, never pass or crash
+        return failed(fn.__name__, p, f"the check itself raised {type(exc).__name__}: {exc}; "
+                                       "please report this to stats_dropout.")
+
+
+def _battery_iv(false_fail_rate, false_pass_rate, seed):
+    return (probability_iv(false_fail_rate, "false_fail_rate"),
+            probability_iv(false_pass_rate, "false_pass_rate"), seed_iv(seed))
+
+
+_RUNS = collections.OrderedDict()  # (id(impl), seed, rates) -> (impl, _Run); the last 8
+
+
+def _run_for(impl, seed, false_fail_rate, false_pass_rate):
+    """The shared run of one implementation object, so its checks reuse one evidence pass.
+
+    Keyed by the object's identity, not by equality: two Implementations that differ only in
+    ``example_input`` compare equal (arrays take no part in equality) but need their own runs.
+    The cached entry holds the object, so its id cannot be reused while cached.
+    """
+    key = (id(impl), seed, false_fail_rate, false_pass_rate)
+    cached = _RUNS.get(key)
+    if cached is None or cached[0] is not impl:
+        cached = (impl, _Run(impl, seed=seed, false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate))
+        _RUNS[key] = cached
+        while len(_RUNS) > 8:
+            _RUNS.popitem(last=False)
+    _RUNS.move_to_end(key)
+    return cached[1]
+
+
+def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3):
+    """The checks that apply to ``implementation``: a list of ``(check_id, check)``.
+
+    ``check(implementation) -> CheckResult``; ids look like ``"check_keep_rate[keep_prob=0.8]"``.
+    Checks of one implementation share their Monte-Carlo evidence (collected on first use).
+    """
+    impl = implementation_iv(implementation)
+    false_fail_rate, false_pass_rate, seed = _battery_iv(false_fail_rate, false_pass_rate, seed)
+    out = []
+    for k, p in enumerate(impl.keep_probs()):
+        for fn in EXACT_CHECKS + STATISTICAL:
+            if fn.__name__ in _ONCE and k > 0:
+                continue
+
+            def check(im, _fn=fn, _p=p):
+                run = _run_for(implementation_iv(im), seed, false_fail_rate, false_pass_rate)
+                with seeded_global_rngs(seed):
+                    return _run_check(_fn, run, _p)
+
+            check.__name__ = fn.__name__
+            out.append((check_id(fn.__name__, p), check))
+    return out
+
+
+def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_input, backward,
+                       false_fail_rate, false_pass_rate, seed, validates_keep_prob):
+    function_iv(train, "train", optional=False)
+    if keep_prob is None:
+        raise TypeError("`keep_prob` is required: the keep probability the implementation uses "
+                        "(or values to test when it takes keep_prob)")
+    values = (keep_prob,) if np.ndim(keep_prob) == 0 else tuple(keep_prob)
+    if not values:
+        raise ValueError("`keep_prob` must hold at least one value; got an empty sequence")
+    for v in values:
+        keep_prob_iv(v)
+    rates = _battery_iv(false_fail_rate, false_pass_rate, seed)
+    impl = Implementation(train, eval, keep_prob=values if len(values) > 1 else values[0],
+                          contract=contract, shared_axes=tuple(shared_axes) if isinstance(shared_axes, list)
+                          else shared_axes, backward=backward, example_input=example_input,
+                          validates_keep_prob=bool(validates_keep_prob))
+    return implementation_iv(impl), rates
+
+
+def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", shared_axes=(), example_input=None,
+                   false_fail_rate=1e-6, false_pass_rate=1e-3, seed=0, backward=None,
+                   validates_keep_prob=True):
+    """Run the battery on a dropout implementation.
+
+    Parameters
+    ----------
+    train : callable or Implementation
+        ``f(x)`` or ``f(x, keep_prob)``: one stochastic train pass drawing its own randomness.
+        The battery seeds numpy's global RNG and torch's (if imported) from ``seed`` and
+        restores them afterwards. An :class:`Implementation` (e.g. from
+        ``stats_dropout.adapters.course_implementation``) carries everything up to
+        ``backward``; then only the error rates and ``seed`` are read from the arguments.
+    eval : callable, optional
+        The inference path, ``f(x)`` or ``f(x, keep_prob)``.
+    keep_prob : float or sequence of float
+        Required unless ``train`` is an Implementation. Keep probability of the
+        implementation (for ``f(x)``) or values to test (for
+        ``f(x, keep_prob)``, which is also tested at 0.8 or 0.3 so that at least two values,
+        one of them asymmetric, are tested — a keep/drop swap is invisible at 0.5).
+    contract : {"inverted", "standard", "gaussian", "moments"}
+        What the implementation claims to be (DESIGN.md).
+    shared_axes : tuple of int or {"spatial", "non_batch"}
+        Axes along which one mask is broadcast (channel dropout: "spatial").
+    example_input : array_like, optional
+        Probe (float dtype, ≥ 1-D); default a standardised N(0, 1) array of shape (256, 1024).
+    false_fail_rate : float, default 1e-6
+        Probability that a correct implementation fails (total over the battery).
+    false_pass_rate : float, default 1e-3
+        Probability of missing a keep-rate error of 0.002 or a mean error of 0.5 %.
+    seed : int, default 0
+    backward : callable, optional
+        ``backward(x, upstream, keep_prob) -> (y, grad)``.
+    validates_keep_prob : bool, default True
+        Whether ``train(x, keep_prob)`` promises to reject keep_prob outside (0, 1]; False
+        (course-style code that never validates) skips ``check_invalid_keep_prob``.
+
+    Returns
+    -------
+    VerificationResult
+        ``.passed``, ``.to_frame()`` (one row per check), ``print(result)`` for a table with
+        the evidence, failure messages with hints, and a diagnosis.
+
+    Examples
+    --------
+    >>> import numpy as np, stats_dropout as sd
+    >>> def dropout(x, keep_prob):
+    ...     if not 0 < keep_prob <= 1:
+    ...         raise ValueError("keep_prob must be in (0, 1]")
+    ...     return x * (np.random.rand(*x.shape) < keep_prob) / keep_prob
+    >>> sd.verify_dropout(dropout, lambda x: x.copy(), keep_prob=0.8).passed
+    True
+    """
+    if isinstance(train, Implementation):
+        impl = implementation_iv(train)
+        alpha, beta, seed = _battery_iv(false_fail_rate, false_pass_rate, seed)
+    else:
+        impl, (alpha, beta, seed) = _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes,
+                                                       example_input, backward, false_fail_rate,
+                                                       false_pass_rate, seed, validates_keep_prob)
+    run = _Run(impl, seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
+    results = []
+    # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:
+    # seed the global RNGs for them as well, and give the caller's RNG state back afterwards.
+    with seeded_global_rngs(seed):
+        for k, p in enumerate(run.keep_probs):
+            for fn in EXACT_CHECKS + STATISTICAL:
+                if fn.__name__ in _ONCE and k > 0:
+                    continue
+                results.append(_run_check(fn, run, p))
+        diagnosis = []
+        if any(r.status == "failed" for r in results):
+            for p in run.keep_probs:
+                try:
+                    found = diagnosis_of(run, p)
+                except Exception:  # noqa: BLE001 — a diagnosis is a bonus; the failures stand
+                    found = ()
+                for item in found:
+                    line = f"at keep_prob={p:g}: {item}"
+                    if line not in diagnosis:
+                        diagnosis.append(line)
+    warn = list(run.warnings)
+    if all(p == 0.5 for p in run.keep_probs):
+        warn.append("only keep_prob = 0.5 was tested: there a keep/drop swap (rand > keep_prob) is identical "
+                    "in law to correct code; test an asymmetric keep_prob such as 0.8 as well.")
+    return VerificationResult(tuple(results), impl.contract, seed, alpha, beta, tuple(warn), tuple(diagnosis))
+

@@ -1,0 +1,301 @@
+"""Evidence for the battery: call an implementation ``draws`` times and stream what it did.
+
+One pass over the draws records everything every check needs — keep counts per mask entry,
+per row and per input group, pairwise mask products along each axis and across calls,
+kept-unit scale errors, per-draw pooled statistics and per-element moments — so memory does not
+grow with the number of draws and the implementation is called once per draw for all checks.
+A broken implementation (an exception, a wrong shape, NaN, a mutated input) ends the pass
+early with the reason recorded; it never crashes the battery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+
+import numpy as np
+
+from stats_dropout._internal.rng import seeded_global_rngs
+from stats_dropout.inference.montecarlo import RunningMoments
+from stats_dropout.reference.schemes import resolve_shared_axes
+
+
+@dataclasses.dataclass
+class PairSums:
+    """Sums for the correlation of mask entries ``(a, b)`` over many pairs."""
+
+    n: int = 0
+    sa: float = 0.0
+    sb: float = 0.0
+    sab: float = 0.0
+
+    def add(self, a, b):
+        self.n += a.size
+        self.sa += np.count_nonzero(a)
+        self.sb += np.count_nonzero(b)
+        self.sab += np.count_nonzero(a & b)
+
+    def correlation(self):
+        """Sample (phi) correlation of the pairs; ``z = r √n`` is N(0, 1) under independence."""
+        if self.n == 0:
+            return np.nan
+        ma, mb = self.sa / self.n, self.sb / self.n
+        va, vb = ma * (1 - ma), mb * (1 - mb)
+        if va == 0 or vb == 0:
+            return np.nan
+        return (self.sab / self.n - ma * mb) / np.sqrt(va * vb)
+
+
+@dataclasses.dataclass
+class Evidence:
+    """What an implementation did over ``draws`` train passes at one ``keep_prob``."""
+
+    keep_prob: float
+    x: np.ndarray
+    draws_requested: int
+    draws: int = 0
+    error: str | None = None           # exception raised by train (with its type)
+    shape_error: str | None = None
+    dtype_error: str | None = None
+    nonfinite: int = 0                 # non-finite outputs on the first offending draw
+    mutated: bool = False              # train wrote into its input
+    elapsed_calls: int = 0
+    # per-draw pooled statistics, rows: draws, columns: see Collector.statistic_names
+    stats: list = dataclasses.field(default_factory=list)
+    moments: RunningMoments | None = None  # per-element moments of the output
+    # mask evidence (Bernoulli-type contracts)
+    has_masks: bool = False
+    entry_counts: np.ndarray | None = None  # kept count per mask entry
+    entry_trials: np.ndarray | None = None  # observable trials per mask entry
+    row_counts: list = dataclasses.field(default_factory=list)
+    row_sizes: np.ndarray | None = None  # observable mask entries per row
+    kept: int = 0
+    trials: int = 0
+    group_kept: np.ndarray | None = None    # by input group (sign × magnitude)
+    group_trials: np.ndarray | None = None
+    group_labels: tuple = ()
+    axis_pairs: dict = dataclasses.field(default_factory=dict)  # axis -> PairSums
+    call_pairs: PairSums = dataclasses.field(default_factory=PairSums)
+    identical_consecutive: int = 0     # consecutive calls with identical masks
+    sharing_violations: int = 0
+    scale_checked: int = 0
+    scale_violations: int = 0
+    scale_worst: tuple | None = None   # (x, y, expected)
+    scale_ratios: list = dataclasses.field(default_factory=list)
+    only_zero_one: bool = True         # every output value is 0 or 1
+    noise_sample: np.ndarray | None = None  # y / x for Gaussian noise (first draws)
+
+    @property
+    def broken(self):
+        """Reason the statistical checks cannot use this evidence, or None."""
+        if self.error:
+            return f"train raised {self.error}"
+        if self.shape_error:
+            return self.shape_error
+        if self.nonfinite:
+            return f"train returned {self.nonfinite} NaN or infinite value(s) for a finite input"
+        if self.draws < 2:
+            return "fewer than 2 successful train passes"
+        return None
+
+    def statistics(self):
+        return np.asarray(self.stats, dtype=np.float64).reshape(len(self.stats), -1)
+
+
+def _mask_entries(kept, axes):
+    """One value per mask entry: is any unit of the group kept (``kept`` is False where x = 0).
+
+    A shared mask entry is seen wherever its group has a non-zero input — not only at index 0
+    of the shared axes, which may be zero padding or a ReLU zero.
+    """
+    return np.any(kept, axis=axes, keepdims=True) if axes else kept
+
+
+class Collector:
+    """Streams evidence for one implementation at one keep_prob (see module docstring).
+
+    Parameters
+    ----------
+    call : callable
+        ``x -> y`` (keep_prob already bound).
+    x : ndarray
+        Probe; never passed to ``call`` itself (a fresh copy each draw).
+    keep_prob : float
+    contract : ContractModel
+        Expected values: ``mean(x)``, ``var(x)``, kept/dropped values, shared axes.
+    """
+
+    def __init__(self, call, x, keep_prob, contract):
+        self.call = call
+        self.x = x
+        self.p = keep_prob
+        self.c = contract
+        self.x64 = x.astype(np.float64)
+        self.mu = contract.mean(self.x64, keep_prob)
+        self.var = contract.var(self.x64, keep_prob)
+        self.axes = resolve_shared_axes(contract.shared_axes, x.ndim, "contract") if x.ndim else ()
+        self.observable = self.x64 != 0  # a zero input hides the mask
+        mu = self.mu
+        self._mu_sq = float(np.sum(mu**2))
+        self._var_sum = float(np.sum(self.var))
+        eps = np.finfo(x.dtype).eps
+        # Kept units must equal the contract's value to a few units in the last place of the
+        # output dtype: user code may compute x * (1/p) or (x * mask) / p, each within 1-2 ulp.
+        self.tol = 8 * eps
+
+    def _statistic_row(self, y):
+        n = max(y.size, 1)
+        row = [
+            float(np.sum(y * self.mu) / self._mu_sq) if self._mu_sq > 0 else np.nan,
+            float(np.sum((y - self.mu) ** 2) / self._var_sum) if self._var_sum > 0 else float(
+                np.sum((y - self.mu) ** 2)),
+            float(np.sum(y) / n),
+            float(np.sum(y**2) / n),
+        ]
+        return row
+
+    def collect(self, draws, seed):
+        ev = Evidence(keep_prob=self.p, x=self.x, draws_requested=draws)
+        ev.has_masks = self.c.has_masks
+        if ev.has_masks:
+            self._init_masks(ev)
+        previous = None
+        block = []
+        with seeded_global_rngs(seed):
+            for _ in range(draws):
+                xin = self.x.copy()
+                try:
+                    y = self.call(xin)
+                except Exception as exc:  # noqa: BLE001 — any user failure becomes a failed check
+                    last = traceback.extract_tb(exc.__traceback__)[-1]
+                    ev.error = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"
+                    break
+                ev.elapsed_calls += 1
+                if not np.array_equal(xin, self.x, equal_nan=True):
+                    ev.mutated = True
+                try:
+                    y = np.asarray(y)
+                except Exception as exc:  # noqa: BLE001 — e.g. a ragged list
+                    ev.shape_error = f"train returned {type(y).__name__} that is not an array ({exc})"
+                    break
+                if y.shape != self.x.shape:
+                    ev.shape_error = f"train returned shape {y.shape} for an input of shape {self.x.shape}"
+                    break
+                if y.dtype != self.x.dtype and ev.dtype_error is None:
+                    ev.dtype_error = f"train returned dtype {y.dtype} for an input of dtype {self.x.dtype}"
+                if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+                    ev.shape_error = f"train returned a non-real array of dtype {y.dtype}"
+                    break
+                y64 = y.astype(np.float64)
+                finite = np.isfinite(y64)
+                if not finite.all():
+                    ev.nonfinite = int(y64.size - np.count_nonzero(finite))
+                    break
+                ev.draws += 1
+                ev.stats.append(self._statistic_row(y64))
+                block.append(y64)
+                if len(block) * max(y64.size, 1) >= 1 << 20:
+                    self._merge_moments(ev, block)
+                    block = []
+                if ev.only_zero_one and not np.all((y64 == 0) | (y64 == 1)):
+                    ev.only_zero_one = False
+                if ev.has_masks:
+                    previous = self._masks(ev, y64, previous)
+                elif self.c.noise == "gaussian":
+                    self._noise(ev, y64)
+        if block:
+            self._merge_moments(ev, block)
+        return ev
+
+    def _merge_moments(self, ev, block):
+        part = RunningMoments.from_samples(np.stack(block))
+        ev.moments = part if ev.moments is None else ev.moments.merge(part)
+
+    # --- masks ----------------------------------------------------------------------------
+    def _init_masks(self, ev):
+        x = self.x64
+        self.dropped = self.c.dropped_value(x, self.p)
+        self.kept_value = self.c.kept_value(x, self.p)
+        self.kept_tol = self.tol * np.maximum(np.abs(self.dropped), np.abs(x))
+        self.scale_tol = self.tol * self.c.kept_magnitude(x, self.p) + np.finfo(np.float64).tiny
+        self.all_observable = bool(self.observable.all())
+        self.entries_obs = _mask_entries(self.observable, self.axes)
+        ev.entry_counts = np.zeros(self.entries_obs.shape, dtype=np.int64)
+        ev.entry_trials = np.zeros(self.entries_obs.shape, dtype=np.int64)
+        # Observable mask entries per row: a row's kept count is Binomial(that number, p).
+        ev.row_sizes = (np.count_nonzero(self.entries_obs.reshape(self.entries_obs.shape[0], -1), axis=1)
+                        if self.entries_obs.ndim else np.ones(1, dtype=np.int64))
+        # Input groups: sign × magnitude (below / above the median |x|), for "independent of
+        # the input" — an all-positive probe simply has no negative groups.
+        mag = np.abs(x)
+        big = mag > np.median(mag) if x.size else mag > 0
+        labels, groups = [], np.full(x.shape, -1)
+        for s_name, s_mask in (("x<0", x < 0), ("x>0", x > 0)):
+            for m_name, m_mask in (("small |x|", ~big), ("large |x|", big)):
+                sel = s_mask & m_mask
+                if np.any(sel):
+                    groups[sel] = len(labels)
+                    labels.append(f"{s_name}, {m_name}")
+        self.groups = groups.ravel() + 1  # bincount needs non-negative labels; 0 = unobservable
+        ev.group_labels = tuple(labels)
+        ev.group_kept = np.zeros(len(labels), dtype=np.int64)
+        self.group_sizes = np.bincount(self.groups, minlength=len(labels) + 1)[1:]
+        ev.group_trials = np.zeros(len(labels), dtype=np.int64)
+        self.pair_slices = {}
+        for axis in range(self.entries_obs.ndim):
+            if self.entries_obs.shape[axis] >= 2:
+                ev.axis_pairs[axis] = PairSums()
+                lo = [slice(None)] * self.entries_obs.ndim
+                hi = [slice(None)] * self.entries_obs.ndim
+                lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+                both = self.entries_obs[tuple(lo)] & self.entries_obs[tuple(hi)]
+                self.pair_slices[axis] = (tuple(lo), tuple(hi), None if both.all() else both)
+
+    def _masks(self, ev, y, previous):
+        kept = np.abs(y - self.dropped) > self.kept_tol
+        if not self.all_observable:
+            kept &= self.observable
+        entries = _mask_entries(kept, self.axes)
+        if self.axes:
+            # Where the input is non-zero, every unit of a group must follow the group's mask.
+            expected_pattern = np.broadcast_to(entries, kept.shape) & self.observable
+            ev.sharing_violations += int(np.count_nonzero(expected_pattern != kept))
+        ev.entry_counts += entries
+        ev.entry_trials += self.entries_obs
+        ev.kept += int(np.count_nonzero(entries))
+        ev.trials += int(np.count_nonzero(self.entries_obs))
+        if entries.ndim:
+            ev.row_counts.append(np.count_nonzero(entries.reshape(entries.shape[0], -1), axis=1))
+        ev.group_kept += np.bincount(self.groups, weights=kept.ravel(),
+                                     minlength=len(ev.group_labels) + 1)[1:].astype(np.int64)
+        ev.group_trials += self.group_sizes
+        for axis, (lo, hi, both) in self.pair_slices.items():
+            a, b = entries[lo], entries[hi]
+            if both is not None:
+                a, b = a[both], b[both]
+            ev.axis_pairs[axis].add(a, b)
+        if previous is not None:
+            a, b = (previous, entries) if self.all_observable else (
+                previous[self.entries_obs], entries[self.entries_obs])
+            ev.call_pairs.add(a, b)
+            if np.array_equal(previous, entries):
+                ev.identical_consecutive += 1
+        # Kept-unit scale: each kept unit must equal the contract's kept value.
+        bad = kept & (np.abs(y - self.kept_value) > self.scale_tol)
+        n_kept = int(np.count_nonzero(kept))
+        n_bad = int(np.count_nonzero(bad))
+        ev.scale_checked += n_kept
+        ev.scale_violations += n_bad
+        if n_bad and ev.scale_worst is None:
+            i = int(np.flatnonzero(bad.ravel())[0])
+            ev.scale_worst = (float(self.x64.flat[i]), float(y.flat[i]), float(self.kept_value.flat[i]))
+        if n_kept and len(ev.scale_ratios) < 5:
+            ev.scale_ratios.append(float(np.median(self.c.scale_of(y[kept], self.x64[kept], self.p))))
+        return entries
+
+    def _noise(self, ev, y):
+        if ev.noise_sample is not None and ev.noise_sample.size >= 200_000:
+            return
+        nz = self.x64 != 0
+        r = (y[nz] / self.x64[nz]).ravel()
+        ev.noise_sample = r if ev.noise_sample is None else np.concatenate([ev.noise_sample, r])
