@@ -23,15 +23,22 @@ def block_rng(seed, index):
 
 
 @contextlib.contextmanager
-def seeded_global_rngs(seed):
-    """Seed numpy's legacy global RNG (and torch's, if imported) with ``seed``; restore on exit."""
+def seeded_global_rngs(seed, reseed=None):
+    """Seed numpy's legacy global RNG (and torch's, if imported) with ``seed``; restore on exit.
+
+    ``reseed(seed)``, if given, seeds an implementation's own randomness as well (a JAX key, a
+    keras seed generator, a TF stateless seed: see ``Implementation.reseed``); it is called after
+    the global RNGs are seeded, inside the block.
+    """
     np_state = np.random.get_state()
     torch = sys.modules.get("torch")
     torch_state = torch.random.get_rng_state() if torch is not None else None
     np.random.seed(seed % 2**32)
     if torch is not None:
-        torch.manual_seed(seed)
+        torch.manual_seed(seed % 2**64)  # torch takes seeds below 2**64 only
     try:
+        if reseed is not None:
+            reseed(seed)
         yield
     finally:
         np.random.set_state(np_state)

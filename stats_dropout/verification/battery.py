@@ -18,6 +18,8 @@ from stats_dropout.inference.results import VerificationResult
 from stats_dropout.inference.stats import min_draws_for_mean_error, min_trials_for_keep_rate_error
 from stats_dropout.reference.contracts import ContractModel
 from stats_dropout.reference.probes import probe_shape, scheme_probe
+from stats_dropout.verification.adapters.dispatch import implementation as adapters_implementation
+from stats_dropout.verification.adapters.dispatch import is_layer
 from stats_dropout.verification.checks import exact, statistical
 from stats_dropout.verification.checks.common import check_id, diagnosis_of, failed
 from stats_dropout.verification.evidence import Collector
@@ -72,7 +74,8 @@ class _Run:
         if impl.example_input is not None:
             x = float_array_iv(impl.example_input, "example_input", allow_empty=False, allow_0d=False)
             return np.array(x, copy=True)
-        return scheme_probe(probe_shape(impl.shared_axes), seed=self.seed)
+        x = scheme_probe(probe_shape(impl.shared_axes), seed=self.seed)
+        return x if impl.dtype is None else x.astype(impl.dtype)
 
     def draws_for(self, p):
         """Draws needed at ``p`` for the keep-rate and mean targets (see module docstring)."""
@@ -102,7 +105,7 @@ class _Run:
         if p not in self._evidence:
             k = self.keep_probs.index(p)
             seed_k = int(np.random.SeedSequence(self.seed, spawn_key=(k,)).generate_state(1)[0])
-            collector = Collector(self.impl.bound_train(p), self.x, p, self.contract)
+            collector = Collector(self.impl.bound_train(p), self.x, p, self.contract, self.impl.reseed)
             self._evidence[p] = collector.collect(self.draws_for(p), seed_k)
         return self._evidence[p]
 
@@ -167,7 +170,7 @@ def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate
 
             def check(im, _fn=fn, _p=p):
                 run = _run_for(implementation_iv(im), seed, false_fail_rate, false_pass_rate)
-                with seeded_global_rngs(seed):
+                with seeded_global_rngs(seed, run.impl.reseed):
                     return _run_check(_fn, run, _p)
 
             check.__name__ = fn.__name__
@@ -247,6 +250,8 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
     >>> sd.verify_dropout(dropout, lambda x: x.copy(), keep_prob=0.8).passed
     True
     """
+    if is_layer(train):  # a framework layer: everything is read from the object
+        train = adapters_implementation(train, keep_prob=keep_prob, example_input=example_input)
     if isinstance(train, Implementation):
         impl = implementation_iv(train)
         alpha, beta, seed = _battery_iv(false_fail_rate, false_pass_rate, seed)
@@ -258,7 +263,7 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
     results = []
     # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:
     # seed the global RNGs for them as well, and give the caller's RNG state back afterwards.
-    with seeded_global_rngs(seed):
+    with seeded_global_rngs(seed, impl.reseed):
         for k, p in enumerate(run.keep_probs):
             for fn in EXACT_CHECKS + STATISTICAL:
                 if fn.__name__ in _ONCE and k > 0:

@@ -123,10 +123,13 @@ class Collector:
     keep_prob : float
     contract : ContractModel
         Expected values: ``mean(x)``, ``var(x)``, kept/dropped values, shared axes.
+    reseed : callable, optional
+        ``Implementation.reseed``: seeds the implementation's own RNG with the pass's seed.
     """
 
-    def __init__(self, call, x, keep_prob, contract):
+    def __init__(self, call, x, keep_prob, contract, reseed=None):
         self.call = call
+        self.reseed = reseed
         self.x = x
         self.p = keep_prob
         self.c = contract
@@ -161,7 +164,7 @@ class Collector:
             self._init_masks(ev)
         previous = None
         block = []
-        with seeded_global_rngs(seed):
+        with seeded_global_rngs(seed, self.reseed):
             for _ in range(draws):
                 xin = self.x.copy()
                 try:

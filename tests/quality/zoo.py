@@ -91,10 +91,13 @@ def multiplies_by_keep_prob(x, keep_prob):
     return x * (np.random.rand(*x.shape) < keep_prob) * keep_prob
 
 
-def rate_used_as_keep(x, rate):
-    """Documented as taking the drop *rate*, but the caller passes a keep probability."""
-    if not 0 <= rate < 1:
-        raise ValueError(f"rate must be in [0, 1); got {rate}")
+def rate_used_as_keep(x, keep_prob):
+    """Takes keep_prob but hands it on as a framework's drop *rate* (google-research/electra#61:
+    ``dropout(x, rate=keep_prob)``): keeps with probability 1 − keep_prob, scaled by its inverse."""
+    _valid(keep_prob)
+    rate = keep_prob
+    if rate == 1:
+        return np.zeros_like(x)
     keep = 1 - rate
     return x * (np.random.rand(*x.shape) < keep) / keep
 

@@ -157,5 +157,7 @@ def test_bad_shared_axes_and_torch_modules_are_named():
     with pytest.raises(ValueError, match=r"`shared_axes` \(5,\) names axes the 2-d probe does not have"):
         sd.verify_dropout(good, keep_prob=0.8, shared_axes=(5,), example_input=PROBE)
     torch = pytest.importorskip("torch")
-    with pytest.raises(TypeError, match=r"`train` is a torch module \(Dropout\); wrap it first"):
-        sd.verify_dropout(torch.nn.Dropout(0.2), keep_prob=0.8)
+    with pytest.raises(TypeError, match=r"`eval` is a torch module \(Dropout\); wrap it first"):
+        sd.verify_dropout(good, torch.nn.Dropout(0.2), keep_prob=0.8)
+    # As `train`, a torch module is adapted directly: keep_prob, contract and sharing from the object.
+    assert sd.verify_dropout(torch.nn.Dropout(0.2)).passed

@@ -30,6 +30,7 @@ call raised them.
 from stats_dropout.verification.adapters.common import COURSE_CACHE_FIELDS, COURSE_PROBE_SHAPE
 from stats_dropout.verification.adapters.course import course_backward, from_course
 from stats_dropout.verification.adapters.cs231n import cs231n_backward, from_cs231n
+from stats_dropout.verification.adapters.dispatch import implementation, is_layer
 from stats_dropout.verification.adapters.pytorch import from_torch, torch_spec
 from stats_dropout.verification.adapters.ready import (
     course_implementation,
@@ -40,6 +41,8 @@ from stats_dropout.verification.adapters.ready import (
 )
 
 __all__ = [
+    "implementation",
+    "is_layer",
     "from_torch",
     "torch_spec",
     "from_course",

@@ -169,7 +169,7 @@ def check_sharing_pattern(run, p):
 def check_keep_prob_one(run, p):
     """``train(x, 1.0)`` returns x unchanged (keep everything, rescale by 1)."""
     name = "check_keep_prob_one"
-    if not run.impl.takes_keep_prob:
+    if not run.impl.convention.takes_keep_prob:
         return skipped(name, p, "train does not take keep_prob")
     try:
         y = np.asarray(run.impl.train(run.x.copy(), 1.0), dtype=np.float64)
@@ -185,7 +185,7 @@ def check_keep_prob_one(run, p):
 def check_invalid_keep_prob(run, p):
     """``train(x, keep_prob)`` rejects keep_prob outside (0, 1] with an exception."""
     name = "check_invalid_keep_prob"
-    if not run.impl.takes_keep_prob:
+    if not run.impl.convention.takes_keep_prob:
         return skipped(name, p, "train does not take keep_prob")
     if not run.impl.validates_keep_prob:
         return skipped(name, p, "the implementation declares that it does not validate keep_prob")
