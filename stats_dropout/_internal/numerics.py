@@ -1,0 +1,42 @@
+"""Floating-point tolerances: one dead band for "equal up to rounding", named by its dtype.
+
+Exact checks compare a user's output with the value a contract promises. The two are computed in
+different orders (``x * (1/p)`` against ``x / p``, a fused multiply-add, a lower compute dtype),
+so they may differ by a few units in the last place (ulp) of the output dtype; nothing else is
+allowed. Every such comparison in the package takes its tolerance from :func:`ulp_tol`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ulp_tol", "EXACT_ULPS", "MOMENT_ULPS"]
+
+#: Ulps allowed where one value is computed in another order (one or two roundings, each ≤ 1 ulp,
+#: with headroom): kept units, eval outputs, keep_prob = 1.
+EXACT_ULPS = 8
+#: Ulps allowed for statistics that sum many rounded terms (zero-variance moment comparisons).
+MOMENT_ULPS = 64
+
+
+def ulp_tol(dtype=np.float64, ulps=EXACT_ULPS):
+    """Relative tolerance of ``ulps`` units in the last place of ``dtype``: ``ulps · eps(dtype)``.
+
+    Parameters
+    ----------
+    dtype : dtype-like
+        A floating dtype, including ``ml_dtypes`` types such as ``bfloat16`` (their ``finfo``
+        comes from ``ml_dtypes.finfo``).
+    ulps : int
+
+    Returns
+    -------
+    float
+    """
+    try:
+        eps = np.finfo(dtype).eps
+    except (TypeError, ValueError):  # ml_dtypes (bfloat16, float8_*) carry their own finfo
+        import ml_dtypes
+
+        eps = ml_dtypes.finfo(dtype).eps
+    return float(ulps * eps)
