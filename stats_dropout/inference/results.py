@@ -218,6 +218,14 @@ class VerificationResult:
     warnings : tuple of str
     diagnosis : tuple of str
         The most likely bug(s) behind the failures, with their evidence.
+    convention : str
+        How the implementation was called (``"f(x, keep_prob) with keep_prob the keep
+        probability"``, ``"f(x)"``, ...), as read from its signature.
+    not_applicable : tuple of str
+        The checks that do not apply, each with the need it lacks.
+    per_check_false_fail_rate : float
+        The share of :attr:`false_fail_rate` each statistical check was run at (the total split
+        over the statistical checks that ran).
     """
 
     checks: tuple
@@ -227,6 +235,9 @@ class VerificationResult:
     false_pass_rate: float
     warnings: tuple = ()
     diagnosis: tuple = ()
+    convention: str = ""
+    not_applicable: tuple = ()
+    per_check_false_fail_rate: float | None = None
 
     @property
     def passed(self):
@@ -258,10 +269,13 @@ class VerificationResult:
         table = frame.drop(columns=["message"]).to_string(
             index=False, float_format=lambda v: f"{v:.5g}", na_rep="")
         tested = sorted({c.keep_prob for c in self.checks if c.keep_prob is not None}, reverse=True)
-        lines = [head, "keep_prob tested: " + ", ".join(f"{p:g}" for p in tested)]
+        lines = [head, "keep_prob tested: " + ", ".join(f"{p:g}" for p in tested)
+                 + (f"; called as {self.convention}" if self.convention else "")]
         # The plain-words verdict first, the evidence after: a learner reads top down.
         lines += [f"Diagnosis: {d}" for d in self.diagnosis]
         lines += [f"Warning: {w}" for w in self.warnings]
         lines += [f"FAILED {c.check}: {c.message}" for c in self.failed_checks]
         lines += ["", table]
+        if self.not_applicable:
+            lines += ["", "Not applicable: " + "; ".join(self.not_applicable)]
         return "\n".join(lines)

@@ -49,6 +49,7 @@ __all__ = [
     "min_keep_rate_error_detectable_by_binomial",
     "t_interval",
     "tost_sample_size",
+    "split_false_fail_rate",
 ]
 
 
@@ -68,6 +69,28 @@ def _t_sum(false_fail_rate, false_pass_rate, df, n_tests=1):
 
 
 # --- multiplicity ---------------------------------------------------------------------------
+def split_false_fail_rate(total, n_decisions):
+    """Bonferroni share of each of ``n_decisions`` decisions in a false-fail budget ``total``.
+
+    ``total / n``: by the union bound, ``n`` decisions each at level ``total / n`` fail a correct
+    implementation with probability at most ``total`` (Bonferroni; Holm within one decision
+    keeps the same bound). The battery, the scheme checks, the sweeps and the experiments all
+    split their budget here.
+
+    Parameters
+    ----------
+    total : float in (0, 1)
+    n_decisions : int ≥ 1
+
+    Returns
+    -------
+    float
+    """
+    total = probability_iv(total, "total")
+    n_decisions = positive_int_iv(n_decisions, "n_decisions")
+    return total / n_decisions
+
+
 def holm_adjust(pvalues):
     """Holm-adjusted p-values [1]_: reject element i at level α iff ``adjusted[i] < α``.
 
@@ -519,6 +542,7 @@ def t_interval(mean, std_error, df, level):
     (low, high)
         ``mean − half`` and ``mean + half`` with ``half = t_{(1+level)/2, df} · se``.
     """
+    level = probability_iv(level, "level")
     half = stats.t.isf((1 - level) / 2, df) * std_error
     return mean - half, mean + half
 

@@ -15,15 +15,19 @@ import numpy as np
 from stats_dropout._internal.rng import seeded_global_rngs
 from stats_dropout._internal.validation import float_array_iv, keep_prob_iv, probability_iv, seed_iv
 from stats_dropout.inference.results import VerificationResult
-from stats_dropout.inference.stats import min_draws_for_mean_error, min_trials_for_keep_rate_error
+from stats_dropout.inference.stats import (
+    min_draws_for_mean_error,
+    min_trials_for_keep_rate_error,
+    split_false_fail_rate,
+)
 from stats_dropout.reference.contracts import ContractModel
 from stats_dropout.reference.probes import probe_shape, scheme_probe
 from stats_dropout.verification.adapters.dispatch import implementation as adapters_implementation
 from stats_dropout.verification.adapters.dispatch import is_layer
-from stats_dropout.verification.checks import exact, statistical
 from stats_dropout.verification.checks.common import check_id, diagnosis_of, failed
 from stats_dropout.verification.evidence import Collector
 from stats_dropout.verification.implementation import Implementation, function_iv, implementation_iv
+from stats_dropout.verification.registry import NEED_WORDS, REGISTRY, applicable_checks, missing_needs
 
 #: Default power targets (issue: "detect a keep-rate error of 0.002 and a mean error of 0.5 %").
 KEEP_RATE_ERROR = 0.002
@@ -31,13 +35,9 @@ RELATIVE_MEAN_ERROR = 0.005
 MIN_DRAWS = 10
 NORMAL_UNITS = 1000
 MAX_DRAWS = 2_000
+
+
 # --- the run: evidence per keep_prob, error budget ------------------------------------------
-STATISTICAL_CHECKS = (
-    "check_keep_rate", "check_keep_rate_per_position", "check_keep_rate_per_channel",
-    "check_keep_rate_vs_input", "check_mean", "check_mean_per_unit", "check_variance",
-    "check_row_dispersion", "check_independence_units", "check_independence_rows",
-    "check_independence_calls", "check_noise_distribution", "check_output_moments",
-)
 
 
 class _Run:
@@ -51,7 +51,12 @@ class _Run:
         self.keep_probs = impl.keep_probs()
         self.contract = ContractModel.of(impl.contract, impl.shared_axes)
         self.x = self._probe()
-        self.alpha = false_fail_rate / (len(STATISTICAL_CHECKS) * len(self.keep_probs))
+        #: (keep_prob, CheckSpec) of every check that applies, in the order they run.
+        self.checks = tuple(applicable_checks(impl, self.contract, self.x.ndim, self.keep_probs))
+        #: Bonferroni share of each statistical decision: the total split over the statistical
+        #: checks that run (not over every check that exists, which would dilute the budget).
+        self.n_statistical = sum(spec.statistical for _, spec in self.checks)
+        self.alpha = split_false_fail_rate(false_fail_rate, max(self.n_statistical, 1))
         # A pooled statistic sums ≥ NORMAL_UNITS independent mask entries per draw: normal by the CLT,
         # so its null variance (known from the contract) gives a z test; else a t test.
         entries = int(np.prod(self.contract.scheme.mask_shape(self.x.shape)))
@@ -111,21 +116,16 @@ class _Run:
 
 
 
-EXACT_CHECKS = tuple(getattr(exact, n) for n in (
-    "check_output_shape_dtype", "check_finite_output", "check_input_unchanged", "check_eval_deterministic",
-    "check_eval_contract", "check_kept_scale", "check_sharing_pattern", "check_keep_prob_one",
-    "check_invalid_keep_prob", "check_backward_mask"))
-STATISTICAL = tuple(getattr(statistical, n) for n in STATISTICAL_CHECKS)
-_ONCE = {"check_keep_prob_one", "check_invalid_keep_prob"}  # do not depend on the tested keep_prob
-
 
 # --- entry points -------------------------------------------------------------------------
-def _run_check(fn, run, p):
+def _run_check(spec, run, p):
     try:
-        return fn(run, p)
-    except Exception as exc:  # noqa: BLE001 — a battery bug must fail loudly, never pass or crash
-        return failed(fn.__name__, p, f"the check itself raised {type(exc).__name__}: {exc}; "
-                                       "please report this to stats_dropout.")
+        return spec(run, p)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 — SystemExit from user code included: a failed check, never an exit
+        return failed(spec.name, p, f"the check raised {type(exc).__name__}: {exc}; if it came from the "
+                                    "implementation this is its failure, otherwise please report it to stats_dropout.")
 
 
 def _battery_iv(false_fail_rate, false_pass_rate, seed):
@@ -163,18 +163,15 @@ def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate
     impl = implementation_iv(implementation)
     false_fail_rate, false_pass_rate, seed = _battery_iv(false_fail_rate, false_pass_rate, seed)
     out = []
-    for k, p in enumerate(impl.keep_probs()):
-        for fn in EXACT_CHECKS + STATISTICAL:
-            if fn.__name__ in _ONCE and k > 0:
-                continue
+    for p, spec in _run_for(impl, seed, false_fail_rate, false_pass_rate).checks:
 
-            def check(im, _fn=fn, _p=p):
-                run = _run_for(implementation_iv(im), seed, false_fail_rate, false_pass_rate)
-                with seeded_global_rngs(seed, run.impl.reseed):
-                    return _run_check(_fn, run, _p)
+        def check(im, _spec=spec, _p=p):
+            run = _run_for(implementation_iv(im), seed, false_fail_rate, false_pass_rate)
+            with seeded_global_rngs(seed, run.impl.reseed):
+                return _run_check(_spec, run, _p)
 
-            check.__name__ = fn.__name__
-            out.append((check_id(fn.__name__, p), check))
+        check.__name__ = spec.name
+        out.append((check_id(spec.name, p), check))
     return out
 
 
@@ -264,11 +261,7 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
     # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:
     # seed the global RNGs for them as well, and give the caller's RNG state back afterwards.
     with seeded_global_rngs(seed, impl.reseed):
-        for k, p in enumerate(run.keep_probs):
-            for fn in EXACT_CHECKS + STATISTICAL:
-                if fn.__name__ in _ONCE and k > 0:
-                    continue
-                results.append(_run_check(fn, run, p))
+        results = [_run_check(spec, run, p) for p, spec in run.checks]
         diagnosis = []
         if any(r.status == "failed" for r in results):
             for p in run.keep_probs:
@@ -284,5 +277,19 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
     if all(p == 0.5 for p in run.keep_probs):
         warn.append("only keep_prob = 0.5 was tested: there a keep/drop swap (rand > keep_prob) is identical "
                     "in law to correct code; test an asymmetric keep_prob such as 0.8 as well.")
-    return VerificationResult(tuple(results), impl.contract, seed, alpha, beta, tuple(warn), tuple(diagnosis))
+    return VerificationResult(tuple(results), impl.contract, seed, alpha, beta, tuple(warn), tuple(diagnosis),
+                              convention=impl.convention.description, not_applicable=_not_applicable(run),
+                              per_check_false_fail_rate=run.alpha)
+
+
+def _not_applicable(run):
+    """One line per check that does not apply, with the need it lacks (once per check name)."""
+    ran = {spec.name for _, spec in run.checks}
+    lines = []
+    for spec in REGISTRY:
+        if spec.name in ran:
+            continue
+        missing = missing_needs(spec, run.impl, run.contract, run.x.ndim, run.keep_probs[0])
+        lines.append(f"{spec.name}: needs {', '.join(NEED_WORDS[n] for n in missing)}")
+    return tuple(lines)
 

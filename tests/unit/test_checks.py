@@ -6,6 +6,7 @@ import pytest
 import stats_dropout as sd
 from stats_dropout.reference.probes import probe_shape
 from stats_dropout.verification import ASYMMETRIC_KEEP_PROBS
+from stats_dropout.verification.registry import REGISTRY
 
 PROBE = sd.reference.probes.scheme_probe((64, 256), seed=5)
 
@@ -84,9 +85,17 @@ def test_probe_shapes_have_2_to_the_18_elements():
 def test_skipped_checks_say_why():
     res = sd.verify_dropout(sd.get_scheme("gaussian").bind(0.8), keep_prob=0.8, contract="gaussian")
     assert res.passed
-    skipped = {c.check.split("[")[0]: c.message for c in res.checks if c.status == "skipped"}
-    assert "no keep/drop mask" in skipped["check_kept_scale"]
-    assert "no eval path" in skipped["check_eval_contract"]
+    # Checks that cannot apply are not run (and spend no false-fail budget); the result says
+    # which, and what each lacks.
+    ran = {c.check.split("[")[0] for c in res.checks}
+    assert "check_kept_scale" not in ran and "check_eval_contract" not in ran
+    lines = dict(line.split(": needs ", 1) for line in res.not_applicable)
+    assert "keep/drop mask" in lines["check_kept_scale"]
+    assert "eval path" in lines["check_eval_contract"]
+    assert "Not applicable: " in str(res)
+    # The budget is split over the statistical checks that ran, at each keep probability.
+    n_statistical = sum(c.check.split("[")[0] in {s.name for s in REGISTRY if s.statistical} for c in res.checks)
+    assert res.per_check_false_fail_rate == pytest.approx(1e-6 / n_statistical)
 
 
 def test_verify_dropout_accepts_an_implementation():
