@@ -172,7 +172,7 @@ def check_keep_prob_one(run, p):
     if not run.impl.convention.takes_keep_prob:
         return skipped(name, p, "train does not take keep_prob")
     try:
-        y = np.asarray(run.impl.train(run.x.copy(), 1.0), dtype=np.float64)
+        y = np.asarray(run.impl.bound_train(1.0)(run.x.copy()), dtype=np.float64)
     except Exception as exc:  # noqa: BLE001
         return failed(name, p, f"train(x, keep_prob=1) raised {type(exc).__name__}: {exc}.")
     x = run.x.astype(np.float64)
@@ -195,7 +195,7 @@ def check_invalid_keep_prob(run, p):
         with np.errstate(all="ignore"):
             for bad in INVALID_KEEP_PROBS:
                 try:
-                    run.impl.train(run.x[:2].copy(), bad)
+                    run.impl.bound_train(bad)(run.x[:2].copy())
                 except Exception:  # noqa: BLE001 — any exception is a rejection
                     continue
                 accepted.append(bad)
