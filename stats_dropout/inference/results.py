@@ -10,7 +10,9 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import stats
+
+from stats_dropout._internal.validation import probability_iv
+from stats_dropout.inference.intervals import t_interval
 
 __all__ = ["ConfidenceInterval", "TrainMoments", "Decision", "EquivalenceResult", "CheckResult", "VerificationResult"]
 
@@ -54,14 +56,11 @@ class TrainMoments:
         finite variance for every scheme here); with ``n_draws == 1`` the interval is
         infinite.
         """
-        from stats_dropout._internal.validation import probability_iv
-
-        level = probability_iv(level, "level")
         if self.n_draws < 2:
+            probability_iv(level, "level")
             inf = np.full_like(self.mean, np.inf, dtype=float)
             return ConfidenceInterval(-inf, inf)
-        half = stats.t.ppf(0.5 + level / 2, self.n_draws - 1) * self.std_error
-        return ConfidenceInterval(self.mean - half, self.mean + half)
+        return ConfidenceInterval(*t_interval(self.mean, self.std_error, self.n_draws - 1, level))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +76,7 @@ class Decision:
     estimate, expected : float
         The measured figure and what the contract says it should be.
     ci_low, ci_high : float
-        Confidence interval for the estimate at level ``1 − false_fail_rate``.
+        Confidence interval for the estimate at level :attr:`confidence_level`.
     pvalue : float
         p-value of the null "the property holds" (after multiplicity adjustment).
     false_fail_rate : float
@@ -88,6 +87,10 @@ class Decision:
         Smallest error (in ``effect_units``) detected with probability ``1 − false_pass_rate``.
     effect_units : str
         "absolute" or "relative".
+    ci_level : float, optional
+        Confidence level of ``[ci_low, ci_high]`` when it is not ``1 − false_fail_rate``: a
+        decision over m elements (Holm) reports the worst element's interval at ``1 − α/m``,
+        the level at which it can reject by itself.
     n : int
         Sample size behind the decision (draws, trials or elements).
     rejected : bool
@@ -108,10 +111,12 @@ class Decision:
     rejected: bool
     effect_units: str = "absolute"
     details: dict = dataclasses.field(default_factory=dict, compare=False)
+    ci_level: float | None = None
 
     @property
     def confidence_level(self):
-        return 1.0 - self.false_fail_rate
+        """Level of the stored interval (``ci_level``, else ``1 − false_fail_rate``)."""
+        return 1.0 - self.false_fail_rate if self.ci_level is None else self.ci_level
 
     def confidence_interval(self):
         return ConfidenceInterval(self.ci_low, self.ci_high)
@@ -120,7 +125,7 @@ class Decision:
         verdict = "REJECTED" if self.rejected else "not rejected"
         return (
             f"{self.property}: {verdict} — estimate {self.estimate:.6g} vs expected "
-            f"{self.expected:.6g}, CI at confidence 1 − {self.false_fail_rate:.2g} "
+            f"{self.expected:.6g}, CI at confidence 1 − {1 - self.confidence_level:.2g} "
             f"[{self.ci_low:.6g}, {self.ci_high:.6g}], p = {self.pvalue:.3g} "
             f"({self.method}; n = {self.n}; false-fail rate {self.false_fail_rate:.3g}; "
             f"smallest detectable {self.effect_units} error {self.min_detectable_effect:.3g} "

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from stats_dropout._internal.validation import positive_int_iv, probability_iv
+from stats_dropout.inference.intervals import t_interval
 from stats_dropout.inference.results import Decision, EquivalenceResult, TrainMoments
 
 __all__ = [
@@ -204,7 +205,7 @@ def decide_mean_equal(moments, expected, *, false_fail_rate=1e-6, false_pass_rat
         property=property, method=method, estimate=est, expected=float(expected.ravel()[worst]),
         ci_low=est - half, ci_high=est + half, pvalue=p_adj, false_fail_rate=alpha,
         false_pass_rate=beta, min_detectable_effect=mde, n=moments.n_draws,
-        rejected=bool(p_adj < alpha), effect_units=units,
+        rejected=bool(p_adj < alpha), effect_units=units, ci_level=1 - alpha / m,
         details={"n_elements": m, "n_rejected": int(np.sum(adjusted < alpha)), "ci_alpha": alpha / m,
                  "worst_index": np.unravel_index(worst, mean.shape) if mean.ndim else ()},
     )
@@ -378,6 +379,7 @@ def decide_keep_rate(kept, trials, keep_prob, *, false_fail_rate=1e-6, false_pas
         property=property, method=method, estimate=float(k[worst] / n[worst]), expected=keep_prob,
         ci_low=float(low), ci_high=float(high), pvalue=p_adj, false_fail_rate=alpha,
         false_pass_rate=beta, min_detectable_effect=mde, n=int(n.sum()), rejected=bool(p_adj < alpha),
+        ci_level=1 - alpha / m,
         details={"n_groups": m, "n_rejected": int(np.sum(adjusted < alpha)), "worst_index": worst,
                  "ci_alpha": alpha / m},
     )
@@ -522,31 +524,6 @@ def decide_equivalence(estimate, std_error, margin, *, df=None, alpha=0.05):
 
 
 # --- shared interval and sample-size helpers -------------------------------------------------
-def t_interval(mean, std_error, df, level):
-    """Two-sided Student-t confidence interval for a mean.
-
-    ``mean ± t_{(1+level)/2, df} · se``, with the quantile computed as
-    ``t.isf((1 − level) / 2, df)``. Works elementwise on arrays.
-
-    Parameters
-    ----------
-    mean, std_error : float or array_like
-        Estimate and its standard error (broadcast together).
-    df : int
-        Student-t degrees of freedom (``n − 1`` for the mean of ``n`` draws).
-    level : float
-        Confidence level in (0, 1).
-
-    Returns
-    -------
-    (low, high)
-        ``mean − half`` and ``mean + half`` with ``half = t_{(1+level)/2, df} · se``.
-    """
-    level = probability_iv(level, "level")
-    half = stats.t.isf((1 - level) / 2, df) * std_error
-    return mean - half, mean + half
-
-
 def tost_sample_size(sd, margin, *, alpha, power, min_draws):
     """Draws for a TOST at ``±margin`` to declare a truly zero difference equivalent.
 

@@ -79,3 +79,15 @@ def test_variance_ratio_statistic_is_unbiased_for_bernoulli():
     stat = sds.squared_deviation_ratio(x, x**2 * (1 - p) / p)
     values = stat(np.array([[x[0] / p], [0.0]]))
     assert p * values[0] + (1 - p) * values[1] == pytest.approx(1.0, rel=1e-14)
+
+
+def test_a_holm_split_decision_states_the_level_of_its_own_interval():
+    from stats_dropout.inference.results import TrainMoments
+    from stats_dropout.inference.stats import decide_keep_rate, decide_mean_equal
+
+    moments = TrainMoments(np.zeros(100), np.ones(100), 50)
+    d = decide_mean_equal(moments, 0.0, false_fail_rate=1e-3, false_pass_rate=1e-3)
+    assert d.confidence_level == pytest.approx(1 - 1e-5)  # 1 − α/m, not 1 − α
+    k = decide_keep_rate(np.array([80, 81]), np.array([100, 100]), 0.8, false_fail_rate=0.01, false_pass_rate=0.01)
+    assert k.confidence_level == pytest.approx(1 - 0.005)
+    assert "1 − 1e-05" in str(d)
