@@ -18,6 +18,14 @@ CS231n-style layers (:func:`from_cs231n`, :func:`cs231n_backward`)
     ``dropout_forward(x, dropout_param) -> (out, cache)`` with ``dropout_param["p"]`` either the
     keep or the drop probability, and ``dropout_backward(dout, cache) -> dx``.
 
+Framework layers (:func:`implementation`, :func:`is_layer`)
+    torch modules (every ``nn.Dropout*`` and custom modules), flax ``nnx.Dropout`` and
+    ``linen.Dropout``, keras 3 ``Dropout``, ``SpatialDropout1D/2D/3D``, ``GaussianDropout``,
+    ``AlphaDropout``: one :class:`~stats_dropout.Implementation` each, with keep_prob, contract,
+    shared axes, channel axis, probe dtype and the framework's RNG driven by the battery's seed.
+    Functions: :func:`from_jax` (``fn(key, x[, keep_prob])``) and :func:`from_tf` (``fn(x)``,
+    ``fn(x, seed)``). docs/FRAMEWORKS.md has the matrix of verdicts.
+
 Plain numpy callables ``f(x)`` or ``f(x, keep_prob)`` need no adapter.
 
 What an adapter never does: reseed a random number generator (a user function that reseeds
@@ -31,19 +39,31 @@ from stats_dropout.verification.adapters.common import COURSE_CACHE_FIELDS, COUR
 from stats_dropout.verification.adapters.course import course_backward, from_course
 from stats_dropout.verification.adapters.cs231n import cs231n_backward, from_cs231n
 from stats_dropout.verification.adapters.dispatch import implementation, is_layer
-from stats_dropout.verification.adapters.pytorch import from_torch, torch_spec
+from stats_dropout.verification.adapters.flax_layers import flax_implementation
+from stats_dropout.verification.adapters.jax_functions import from_jax
+from stats_dropout.verification.adapters.keras_layers import keras_implementation
+from stats_dropout.verification.adapters.pytorch import from_torch, keep_prob_from_rate, torch_ranks, torch_spec
 from stats_dropout.verification.adapters.ready import (
     course_implementation,
     course_probe,
     cs231n_implementation,
     detect_convention,
     torch_implementation,
+    torch_layer_implementation,
 )
+from stats_dropout.verification.adapters.tf_functions import from_tf
 
 __all__ = [
     "implementation",
     "is_layer",
     "from_torch",
+    "from_jax",
+    "from_tf",
+    "torch_ranks",
+    "keep_prob_from_rate",
+    "torch_layer_implementation",
+    "keras_implementation",
+    "flax_implementation",
     "torch_spec",
     "from_course",
     "course_backward",

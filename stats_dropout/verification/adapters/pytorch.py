@@ -41,6 +41,67 @@ def _torch_kind(module):
     return None, None
 
 
+#: Input ranks each channel module accepts, batched first, and the shared axes each one promises
+#: in our convention (axis 0 whatever torch reads first). torch's documentation: Dropout1d
+#: (N, C, L) or (C, L); Dropout2d (N, C, H, W) or (C, H, W); Dropout3d (N, C, D, H, W) or
+#: (C, D, H, W); FeatureAlphaDropout (N, C, D, H, W) or (C, D, H, W). Unbatched input has one
+#: mask per channel (axis 0) shared over every other axis.
+TORCH_RANKS = {
+    "Dropout1d": ((3, (2,)), (2, (1,))),
+    "Dropout2d": ((4, (2, 3)), (3, (1, 2))),
+    "Dropout3d": ((5, (2, 3, 4)), (4, (1, 2, 3))),
+    "FeatureAlphaDropout": ((5, (2, 3, 4)), (4, (1, 2, 3))),
+}
+
+
+def torch_ranks(module):
+    """``((ndim, shared_axes, batched), ...)``: the input ranks a torch dropout module documents.
+
+    Channel modules (``Dropout1d/2d/3d``, ``FeatureAlphaDropout``) list their batched and their
+    unbatched rank, with the axes one mask is shared over in each reading (see
+    :data:`TORCH_RANKS`); element-wise modules list ``(None, (), True)``: any rank.
+    """
+    kind, _ = _torch_kind(_torch_module_iv(module))
+    nn = _import_torch().nn
+    for cls_name, ranks in TORCH_RANKS.items():
+        if isinstance(module, getattr(nn, cls_name)):
+            return tuple((ndim, axes, i == 0) for i, (ndim, axes) in enumerate(ranks))
+    return ((None, (), True),)
+
+
+def keep_prob_from_rate(rate, name="rate"):
+    """``1 − rate``: the one place in the package where a framework's drop rate becomes keep_prob.
+
+    Parameters
+    ----------
+    rate : float
+        torch's ``p``, keras' and flax's ``rate``: the probability a unit is *dropped*.
+    name : str
+        How the value is named in error messages (``"module.p"``, ``"layer.rate"``).
+
+    Raises
+    ------
+    TypeError
+        If ``rate`` is not a real number.
+    ValueError
+        If ``rate`` is outside [0, 1) (``keep_prob`` would be outside (0, 1]).
+    """
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number in [0, 1); got {rate!r}")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1) (keep_prob = 1 - {name.split('.')[-1]} must be in (0, 1]); "
+                         f"got {rate!r}")
+    return keep_prob_iv(1.0 - float(rate))
+
+
+def keep_prob_agrees(keep_prob, own, layer):
+    """``own`` (the layer's keep_prob); a user's ``keep_prob`` that disagrees raises ValueError."""
+    if keep_prob is not None and (np.ndim(keep_prob) != 0 or abs(float(keep_prob) - own) > 1e-12):
+        raise ValueError(f"`keep_prob`={keep_prob!r} disagrees with the layer: {layer} keeps units with "
+                         f"probability {own!r}; build the layer with the rate you mean to test")
+    return own
+
+
 def _torch_module_iv(module, name="module"):
     torch = _import_torch()
     if not isinstance(module, torch.nn.Module):
@@ -86,13 +147,7 @@ def torch_spec(module):
             "`module` must be nn.Dropout, nn.Dropout1d/2d/3d, nn.AlphaDropout or "
             f"nn.FeatureAlphaDropout to infer its contract; got {type(module).__name__}. "
             "Call verify_dropout(*from_torch(module), keep_prob=..., contract=...) yourself.")
-    rate = module.p
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise TypeError(f"`module.p` must be a real number in [0, 1); got {rate!r}")
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"`module.p` must be in [0, 1) (keep_prob = 1 - p must be in (0, 1]); got {rate!r}")
-    # The one place in the package where a framework's drop rate becomes a keep probability.
-    keep_prob = keep_prob_iv(1.0 - float(rate))
+    keep_prob = keep_prob_from_rate(module.p, "module.p")
     contract = "moments" if kind in ("alpha", "feature_alpha") else "inverted"
     shared_axes = "spatial" if kind in ("channel", "feature_alpha") else ()
     return {"keep_prob": keep_prob, "contract": contract, "shared_axes": shared_axes}
@@ -144,7 +199,7 @@ def _restore_modes(modes):
         m.training = training
 
 
-def from_torch(module):
+def from_torch(module, layout="merged"):
     """Numpy callables ``(train, eval)`` running a torch module in train and eval mode.
 
     Parameters
@@ -152,6 +207,11 @@ def from_torch(module):
     module : torch.nn.Module
         Any module mapping a tensor to a tensor; the dropout modules listed in
         :func:`torch_spec` also get their contract from it.
+    layout : {"merged", "native"}
+        ``"merged"`` (default): channel modules see the input viewed as (batch, channel,
+        spatial...) at their own batched rank, whatever the probe's rank (see Notes).
+        ``"native"``: every module gets the array exactly as given, so torch's own rank rules
+        apply (unbatched input, 3-D input to ``Dropout2d``: :func:`torch_ranks`).
 
     Returns
     -------
@@ -160,7 +220,9 @@ def from_torch(module):
         train or eval mode, runs it under ``torch.no_grad()`` on a tensor sharing ``x``'s
         memory, and restores every submodule's original mode, even if the module raises.
         The output keeps the module's dtype (torch keeps the input's). Randomness comes from
-        torch's global RNG, which the battery seeds.
+        torch's global RNG, which the battery seeds. When the module works in place
+        (``inplace=True``) and its output shares the input tensor's memory, the array
+        returned *is* ``x``: the aliasing stays visible.
 
     Notes
     -----
@@ -181,7 +243,11 @@ def from_torch(module):
     """
     torch = _import_torch()
     module = _torch_module_iv(module)
+    if layout not in ("merged", "native"):
+        raise ValueError(f"`layout` must be 'merged' or 'native'; got {layout!r}")
     kind, batched_ndim = _torch_kind(module)
+    if layout == "native":
+        kind = "native"
     label = type(module).__name__
     if hasattr(module, "p"):
         label += f"(p={module.p})"
@@ -203,8 +269,22 @@ def from_torch(module):
             _restore_modes(modes)
         if kind == "channel" and isinstance(y, torch.Tensor) and y.numel() == int(np.prod(shape)):
             y = y.reshape(shape)
-        return _to_numpy(torch, y)
+        out = _to_numpy(torch, y)
+        if (isinstance(out, np.ndarray) and isinstance(x, np.ndarray) and out.shape == x.shape
+                and out.dtype == x.dtype and np.shares_memory(out, x)):
+            return x  # an in-place module wrote into x: hand back x itself, the alias is the fact
+        return out
 
     train = named(lambda x: run(x, True), f"{label}.train", "One train-mode pass of the module.")
     evaluate = named(lambda x: run(x, False), f"{label}.eval", "One eval-mode pass of the module.")
     return train, evaluate
+
+
+def import_torch():
+    """torch, or an ImportError saying how to install it."""
+    return _import_torch()
+
+
+def torch_kind(module):
+    """``"elementwise"``, ``"channel"``, ``"alpha"``, ``"feature_alpha"`` or None (a custom module)."""
+    return _torch_kind(_torch_module_iv(module))[0]
