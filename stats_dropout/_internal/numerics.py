@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ulp_tol", "EXACT_ULPS", "MOMENT_ULPS"]
+__all__ = ["ulp_tol", "EXACT_ULPS", "MOMENT_ULPS", "TWO_ROUTE_RTOL"]
 
 #: Ulps allowed where one value is computed in another order (one or two roundings, each ≤ 1 ulp,
 #: with headroom): kept units, eval outputs, keep_prob = 1.
 EXACT_ULPS = 8
 #: Ulps allowed for statistics that sum many rounded terms (zero-variance moment comparisons).
 MOMENT_ULPS = 64
+#: Relative dead band for a float64 quantity computed along two routes (a few network layers,
+#: sums of up to 10^6 terms; they agree to ~1e-13): far below any effect a Monte-Carlo decision
+#: detects, and it keeps zero-variance cases (keep_prob = 1) from being "significant" by rounding.
+TWO_ROUTE_RTOL = 1e-12
 
 
 def ulp_tol(dtype=np.float64, ulps=EXACT_ULPS):

@@ -87,7 +87,7 @@ def split_false_fail_rate(total, n_decisions):
     -------
     float
     """
-    total = probability_iv(total, "total")
+    total = probability_iv(total, "false_fail_rate")  # the callers' name for their total
     n_decisions = positive_int_iv(n_decisions, "n_decisions")
     return total / n_decisions
 

@@ -38,7 +38,7 @@ import dataclasses
 import numpy as np
 from scipy import special
 
-from stats_dropout._internal.rng import block_rng
+from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import (
     choice_iv,
     float_array_iv,
@@ -412,7 +412,7 @@ def init_mlp(sizes, activations, *, dropout=None, keep_prob=1.0, seed=0, scale="
     if len(dropout) != n_layers or len(keep) != n_layers:
         raise ValueError(f"`dropout` and `keep_prob` must have {n_layers} entries; got {dropout!r}, {keep!r}")
     choice_iv(scale, "scale", ("he", "glorot"))
-    rng = block_rng(seed_iv(seed), 0)
+    rng = stream_rng(seed_iv(seed), "network_init")
     gain = 2.0 if scale == "he" else 1.0
     layers = [
         DenseLayer(rng.standard_normal((n_in, n_out)) * np.sqrt(gain / n_in), np.zeros(n_out),

@@ -16,6 +16,7 @@ otherwise ``m = 32`` and ``t = round(keep_prob · 2^32)``, a bias below ``2^-33`
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import numpy as np
@@ -365,6 +366,21 @@ class DropoutScheme:
         s, v, _ = self.noise_loadings(x, keep_prob)
         group_sums = self._group_sums(np.asarray(weights, dtype=np.float64) * s)
         return float(v * np.sum(group_sums**2))
+
+    def projection_ratio_sd(self, expected, x, keep_prob):
+        """Exact sd of one train pass's projection ratio ``r = Σ y_i e_i / Σ e_i²``.
+
+        ``r`` is the linear statistic with weights ``e / Σ e²`` (:meth:`linear_statistic_var`);
+        its mean is 1 exactly when ``E y = e``. Every pooled mean decision of the package (the
+        battery's ``check_mean``, :func:`~stats_dropout.verify_scheme`, the report's bias) sizes
+        its draws with this sd.
+        """
+        e = np.asarray(expected, dtype=np.float64)
+        return math.sqrt(self.linear_statistic_var(e / np.sum(e**2), x, keep_prob))
+
+    def squared_deviation_sd(self, var, x, keep_prob):
+        """Exact sd of one pass's squared-deviation ratio ``Σ (y − μ)² / Σ σ²`` (``var`` = σ²)."""
+        return math.sqrt(self.squared_deviation_var(np.full(np.shape(x), 1 / np.sum(var)), x, keep_prob))
 
     def squared_deviation_var(self, weights, x, keep_prob):
         """Exact ``Var Σ_i w_i (y_i − E y_i)²``: ``kappa Σ_g (Σ_{i∈g} w_i s_i²)²`` [derived]."""

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from stats_dropout._internal.rng import block_rng
+from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import choice_iv, positive_int_iv, seed_iv
 from stats_dropout.reference.networks import MLP, MULTIPLICATIVE, activate, activation_grad
 
@@ -120,7 +120,7 @@ def train_mlp(net, X, y, *, loss="cross_entropy", optimizer="sgd", lr=0.1, epoch
     epss = w_eps + [eps] * n_layers
     state1 = [np.zeros_like(q) for q in params]
     state2 = [np.zeros_like(q) for q in params]
-    order_rng, mask_rng = block_rng(seed, 0), block_rng(seed, 1)
+    order_rng, mask_rng = stream_rng(seed, "training_order"), stream_rng(seed, "training_masks")
     n = X.shape[0]
     hist_w, hist_b, losses = [], [], []
     step = 0

@@ -187,7 +187,7 @@ def _compute_summary_cell(cell):
     mu = scheme.train_mean(x, p)
     var = scheme.train_var(x, p)
     # Exact variance of one draw of the projection ratio sizes the run (checks.py's reasoning).
-    sd_ratio = np.sqrt(scheme.linear_statistic_var(e / np.sum(e**2), x, p))
+    sd_ratio = scheme.projection_ratio_sd(e, x, p)
     draws = _draws_for_margin(sd_ratio, margin, alpha, cell["power"], cell["min_draws"],
                               cell["max_draws"])
 

@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import integrate, special
 from scipy import stats as sps
 
-from stats_dropout._internal.rng import block_rng
+from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import (
@@ -132,7 +132,7 @@ def _relu_gaussian_mean(mu, s2):
 
 def _gap_setup(n_units, n_out, seed):
     """A fixed hidden activation ``h > 0`` and output weights with pre-activation mean ≈ 1."""
-    rng = block_rng(seed, 1000)
+    rng = stream_rng(seed, "gap_network")
     h = np.abs(rng.standard_normal(n_units)) + 0.25
     w = rng.standard_normal((n_units, n_out)) / np.sqrt(n_units)
     b = 1.0 - h @ w  # centre the eval pre-activation at 1 (every unit), like THEORY's μ = 1
@@ -194,7 +194,7 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                 net = MLP((DenseLayer(w, b, act, "inverted", p),))
                 mu, s2 = h @ w + b, (1 - p) / p * (h**2) @ w**2
             else:
-                rng = block_rng(seed, 2000)
+                rng = stream_rng(seed, "gap_draws")
                 w1 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
                 w2 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
                 net = MLP((DenseLayer(w1, np.zeros(n_units), "identity", "inverted", p),
@@ -282,7 +282,7 @@ def softmax_geometric_mean_check(n_units=10, *, keep_prob=0.5, seed=0, n_classes
     (True, True)
     """
     n_units, p, seed, n_classes = _softmax_check_iv(n_units, keep_prob, seed, n_classes)
-    rng = block_rng(seed, 3000)
+    rng = stream_rng(seed, "softmax_nwgm")
     h = rng.standard_normal(n_units)
     w = rng.standard_normal((n_units, n_classes))
     b = rng.standard_normal(n_classes)
@@ -355,7 +355,7 @@ def nwgm_table(*, seed=0, n_units=8, keep_probs=(0.2, 0.5, 0.8)):
         raise ValueError(f"`n_units` must be at most 12; got {n_units}")
     keep_probs = keep_probs_iv(keep_probs)
     rows = [_nwgm_row("THEORY worked example", special.expit([0.5, 1.0]), [0.5, 0.5], np.nan, 0.75)]
-    rng = block_rng(seed, 4000)
+    rng = stream_rng(seed, "nwgm_inputs")
     x = np.abs(rng.standard_normal(n_units)) + 0.1
     w = rng.standard_normal(n_units)
     for p in keep_probs:
@@ -387,7 +387,7 @@ def gaussian_approximation_table(*, seed=0, draws=None, false_fail_rate=1e-6, fa
         n_draws, seed, confidence_level``.
     """
     seed = seed_iv(seed)
-    alpha = probability_iv(false_fail_rate, "false_fail_rate") / 8
+    alpha = stats.split_false_fail_rate(false_fail_rate, 8)
     if draws is None:
         # enough to see the fast-dropout error (≥ 0.003 at THEORY's settings) with power
         # 1 − false_pass_rate; σ(Y) ∈ (0, 1) so its sd is at most 1/2
@@ -396,7 +396,7 @@ def gaussian_approximation_table(*, seed=0, draws=None, false_fail_rate=1e-6, fa
     draws = positive_int_iv(draws, "draws")
     rows = []
     for i, (act, s2) in enumerate(itertools.product(("sigmoid", "relu"), (1.0, 4.0))):
-        y = block_rng(seed, 5000 + i).normal(1.0, np.sqrt(s2), size=(draws, 1))
+        y = stream_rng(seed, "gaussian_approximation", i).normal(1.0, np.sqrt(s2), size=(draws, 1))
         mom = _moments(activate(act, y), seed)
         sd = np.sqrt(s2)
         exact = integrate.quad(lambda t: float(activate(act, np.array(t))) * sps.norm.pdf(t, 1.0, sd),
@@ -443,14 +443,14 @@ def variance_shift_table(*, keep_probs=(0.5, 0.8, 0.9), seed=0, draws=100_000, i
     settings = ("dropout", "dropout+linear")
     # two variance decisions and one shift interval per row share the false-fail rate
     n_dec = 3 * len(keep_probs) * len(input_means) * len(settings)
-    alpha = probability_iv(false_fail_rate, "false_fail_rate") / n_dec
+    alpha = stats.split_false_fail_rate(false_fail_rate, n_dec)
     rows = []
-    w = block_rng(seed, 6000).standard_normal(n_units)
+    w = stream_rng(seed, "variance_shift").standard_normal(n_units)
     scheme = get_scheme("inverted")
     idx = 0
     for p, c, setting in itertools.product(keep_probs, input_means, settings):
         idx += 1
-        rng = block_rng(seed, 6000 + idx)
+        rng = stream_rng(seed, "variance_shift", idx)
         width = 1 if setting == "dropout" else n_units
         weights = np.ones(1) if setting == "dropout" else w
         x = rng.normal(c, np.sqrt(input_var), size=(draws, width))
@@ -517,9 +517,9 @@ def norm_table(*, keep_probs=(0.5, 0.8), seed=0, draws=100_000, random_shapes=((
         raise ValueError(f"`draws` must be at least 2; got {draws}")
     matrices = [("thread", thread_matrix())]
     for i, shape in enumerate(random_shapes):
-        matrices.append((f"random {shape[0]}x{shape[1]}", block_rng(seed, 7000 + i).standard_normal(shape)))
+        matrices.append((f"random {shape[0]}x{shape[1]}", stream_rng(seed, "norm_matrices", i).standard_normal(shape)))
     n_dec = 2 * len(matrices) * len(keep_probs) * 2
-    alpha = probability_iv(false_fail_rate, "false_fail_rate") / n_dec
+    alpha = stats.split_false_fail_rate(false_fail_rate, n_dec)
     rows = []
     k = 0
     for (name, a), p, rescale in itertools.product(matrices, keep_probs, (True, False)):

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from stats_dropout._internal.rng import block_rng
+from stats_dropout._internal.numerics import TWO_ROUTE_RTOL
+from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import RunningMoments, estimate_statistic_moments
@@ -37,11 +38,8 @@ __all__ = ["mc_averaging", "training_equivalence", "regression_dropout", "load_d
 DEFAULT_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
-#: Floating-point dead band for comparisons with closed forms: float64 results computed along
-#: two routes (a few layers, sums of ≤ 10^6 terms) agree to ~1e-13 relative; 1e-12 is far below
-#: any effect the Monte-Carlo decisions can detect, and keeps zero-variance cases (keep_prob = 1)
-#: from being "significant" by rounding alone.
-FP_RTOL = 1e-12
+#: Floating-point dead band for comparisons with closed forms (``_internal.numerics``).
+FP_RTOL = TWO_ROUTE_RTOL
 
 
 def decide_with_dead_band(moments, expected, **kwargs):
@@ -67,7 +65,7 @@ def load_digits_split(seed=0, n_test=600):
     data = load_digits()
     X = data.data / 16.0
     y = data.target.astype(np.int64)
-    order = block_rng(seed, 9000).permutation(len(y))
+    order = stream_rng(seed, "digits_split").permutation(len(y))
     test, train = order[:n_test], order[n_test:]
     return X[train], y[train], X[test], y[test]
 
@@ -158,7 +156,7 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
         net, _ = train_mlp(net, X, y, optimizer="sgd", lr=0.05, momentum=0.9, epochs=epochs,
                            batch_size=32, seed=s)
         err_ws[r] = np.mean(net.predict(X_test).argmax(axis=1) != y_test)
-        rng = block_rng(s, 9100)
+        rng = stream_rng(s, "mc_averaging")
         cum = np.zeros((k_max + 1,) + (X_test.shape[0], 10))
         block = 100
         for start in range(0, k_max, block):
@@ -196,7 +194,7 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
 
 # --- standard vs inverted training ------------------------------------------------------------
 def _blobs(seed, n=256, d=20, n_classes=3):
-    rng = block_rng(seed, 9200)
+    rng = stream_rng(seed, "blobs")
     centres = rng.standard_normal((n_classes, d)) * 1.5
     y = rng.integers(0, n_classes, size=n)
     return centres[y] + rng.standard_normal((n, d)), y
@@ -278,7 +276,7 @@ def training_equivalence(*, keep_probs=(0.5, 0.8), seed=0, epochs=5, lr_sgd=0.05
 
 # --- dropout in linear regression: an adaptive ridge ------------------------------------------
 def _regression_data(seed, n=100, d=5):
-    rng = block_rng(seed, 9300)
+    rng = stream_rng(seed, "regression_data")
     scales = np.array([1.0, 2.0, 0.5, 1.5, 1.0, 3.0, 0.7, 1.2])[:d] if d <= 8 else np.ones(d)
     X = rng.standard_normal((n, d)) * scales
     w_true = rng.standard_normal(d)
@@ -326,7 +324,7 @@ def regression_dropout(*, keep_probs=(0.5, 0.8), seed=0, draws=20_000, n_seeds=2
     steps = positive_int_iv(steps, "steps")
     if n_seeds < 2 or draws < 2:
         raise ValueError(f"`n_seeds` and `draws` must be at least 2; got {n_seeds}, {draws}")
-    alpha = probability_iv(false_fail_rate, "false_fail_rate") / (3 * len(keep_probs))
+    alpha = stats.split_false_fail_rate(false_fail_rate, 3 * len(keep_probs))
     X, y = _regression_data(seed)
     n, d = X.shape
     w_ls = np.linalg.lstsq(X, y, rcond=None)[0]
@@ -348,7 +346,7 @@ def regression_dropout(*, keep_probs=(0.5, 0.8), seed=0, draws=20_000, n_seeds=2
         eig = np.linalg.eigvalsh(hessian)
         lr = 1.0 / eig[-1]
         burn_in = math.ceil(30.0 / (lr * eig[0]))
-        rng = block_rng(seed, 9400 + i)
+        rng = stream_rng(seed, "regression_dropout", i)
         w = np.zeros((n_seeds, d))
         total = np.zeros_like(w)
         for t in range(burn_in + steps):

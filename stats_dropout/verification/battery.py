@@ -71,8 +71,8 @@ class _Run:
         c, x = self.contract, self.x
         mu, var = c.mean(x, p), c.var(x, p)
         if which == "mean":
-            return math.sqrt(c.scheme.linear_statistic_var(mu / np.sum(mu**2), x, p))
-        return math.sqrt(c.scheme.squared_deviation_var(np.full(x.shape, 1 / np.sum(var)), x, p))
+            return c.scheme.projection_ratio_sd(mu, x, p)
+        return c.scheme.squared_deviation_sd(var, x, p)
 
     def _probe(self):
         impl = self.impl
@@ -88,7 +88,7 @@ class _Run:
         need = MIN_DRAWS
         if p < 1:
             mu = c.mean(x, p)
-            sd = math.sqrt(c.scheme.linear_statistic_var(mu / np.sum(mu**2), x, p))
+            sd = c.scheme.projection_ratio_sd(mu, x, p)
             if sd > 0:
                 need = max(need, min_draws_for_mean_error(
                     RELATIVE_MEAN_ERROR, sd, false_fail_rate=self.alpha, false_pass_rate=self.beta,

@@ -259,7 +259,7 @@ def implementation_iv(impl):
                                           or not isinstance(impl.channel_axis, (int, np.integer))):
         raise TypeError(f"`channel_axis` must be an int or None; got {impl.channel_axis!r}")
     callable_iv(impl.reseed, "reseed", optional=True, what="callable reseed(seed)")
-    impl.convention  # an ambiguous signature is a usage error, raised here with its remedy
+    _ = impl.convention  # an ambiguous signature is a usage error, raised here with its remedy
     impl.keep_probs()
     return impl
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stats_dropout._internal.rng import block_rng
+from stats_dropout._internal.numerics import MOMENT_ULPS, ulp_tol
+from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference.montecarlo import estimate_statistic_moments
 from stats_dropout.inference.stats import (
@@ -20,15 +21,16 @@ from stats_dropout.inference.stats import (
     grouped_deviation_ratio,
     min_draws_for_mean_error,
     projection_ratio,
+    split_false_fail_rate,
     squared_deviation_ratio,
 )
-from stats_dropout.reference.probes import PROBE_STREAM, scheme_probe
+from stats_dropout.reference.probes import scheme_probe
 from stats_dropout.reference.schemes import DropoutScheme, get_scheme, resolve_shared_axes
 
 __all__ = ["verify_scheme", "count_scheme_decisions"]
 
 #: Dead band for floating-point rounding in exact-zero-variance cases (float64 outputs).
-_RTOL = 64 * np.finfo(np.float64).eps
+_RTOL = ulp_tol(np.float64, MOMENT_ULPS)
 
 
 def _statistics(scheme, x, keep_prob, eval_out):
@@ -42,11 +44,11 @@ def _statistics(scheme, x, keep_prob, eval_out):
     target = eval_out if scheme.contract == "mean" else mu
     e = np.asarray(target, dtype=np.float64)
     label = "train mean equals eval output" if scheme.contract == "mean" else "train mean equals theory"
-    sd = np.sqrt(scheme.linear_statistic_var(e / np.sum(e**2), x, p))
+    sd = scheme.projection_ratio_sd(e, x, p)
     out.append(("mean", label, 1.0, sd, projection_ratio(x, e)))
 
     if np.sum(var) > 0:
-        sd = np.sqrt(scheme.squared_deviation_var(np.full(x.shape, 1 / np.sum(var)), x, p))
+        sd = scheme.squared_deviation_sd(var, x, p)
         out.append(("variance", "train variance equals theory", 1.0, sd, squared_deviation_ratio(mu, var)))
         axes = resolve_shared_axes(scheme.shared_axes, x.ndim, scheme.name)
         if axes:
@@ -145,10 +147,10 @@ def verify_scheme(scheme, keep_prob, *, train=None, eval=None, x=None, relative_
      max_draws) = _verify_scheme_iv(scheme, keep_prob, relative_error, false_fail_rate,
                                     false_pass_rate, seed, n_decisions, max_draws)
     x = scheme_probe(seed=seed) if x is None else np.asarray(x, dtype=np.float64)
-    train = scheme.bind(keep_prob, block_rng(seed, PROBE_STREAM - 1)) if train is None else train
+    train = scheme.bind(keep_prob, stream_rng(seed, "scheme_check_train")) if train is None else train
     eval_out = np.asarray((eval or (lambda z: scheme.eval(z, keep_prob)))(x.copy()), dtype=np.float64)
     specs = _statistics(scheme, x, keep_prob, eval_out)
-    alpha_each = false_fail_rate / (n_decisions or len(specs))
+    alpha_each = split_false_fail_rate(false_fail_rate, n_decisions or len(specs))
     draws = max(min_draws_for_mean_error(relative_error, sd, false_fail_rate=alpha_each,
                                          false_pass_rate=false_pass_rate) if sd > 0 else 2
                 for _, _, _, sd, _ in specs)
