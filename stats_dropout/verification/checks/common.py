@@ -1,12 +1,28 @@
-"""Shared helpers of the check functions: result constructors, evidence guards, diagnosis glue."""
+"""Shared helpers of the check functions: result constructors, evidence guards, diagnosis glue.
+
+A diagnosis is computed at most once per run and keep probability (cached on the run, weakly),
+and only when asked for: :func:`from_decision` takes the hint as a callable (:func:`lazy_hint`)
+and calls it only for a rejected decision, so a passing check never diagnoses — and never calls
+the user's eval path for it.
+"""
 
 from __future__ import annotations
 
+import functools
+import weakref
+
 import numpy as np
 
+from stats_dropout._internal.rng import seeded_global_rngs
 from stats_dropout.inference.results import CheckResult, Decision
 from stats_dropout.inference.stats import decide_keep_rate
-from stats_dropout.verification.diagnosis import diagnose
+from stats_dropout.reference.schemes import resolve_shared_axes
+from stats_dropout.verification.diagnosis import diagnose, identical_masks_cause
+
+#: run -> {keep_prob: diagnosis}; weak, so a finished run takes its diagnoses with it.
+_DIAGNOSES = weakref.WeakKeyDictionary()
+#: Calls of ``train`` made to measure which axes a mask is constant along (failures only).
+SHARING_CALLS = 2
 
 
 def check_id(check, p):
@@ -26,8 +42,12 @@ def failed(check, p, message, decision=None):
 
 
 def from_decision(check, p, decision, hint=""):
+    """A passed or failed result from a decision; ``hint`` (a str or a callable returning one)
+    is evaluated only when the decision rejects."""
     if not decision.rejected:
         return passed(check, p, decision)
+    if callable(hint):
+        hint = hint()
     # Holm decisions report the worst element with its simultaneous interval (level 1 − α/m).
     ci_alpha = decision.details.get("ci_alpha", decision.false_fail_rate)
     simultaneous = "simultaneous " if ci_alpha < decision.false_fail_rate else ""
@@ -63,7 +83,120 @@ def unusable(run, check, p, need_masks=False, need_variation=False):
     return None
 
 
-def diagnosis_of(run, p):
+# --- evidence read for a diagnosis ---------------------------------------------------------
+def is_jitted(fn):
+    """True if ``fn`` (or what it wraps) is a ``jax.jit``-compiled function, read without importing jax."""
+    for _ in range(8):
+        if fn is None:
+            return False
+        if all(hasattr(fn, a) for a in ("lower", "trace", "eval_shape")):
+            return True
+        fn = fn.func if isinstance(fn, functools.partial) else getattr(fn, "__wrapped__", None)
+    return False
+
+
+def _is_16_bit(dtype):
+    try:
+        return dtype is not None and np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize == 2
+    except TypeError:
+        return False
+
+
+def identical_calls_of(run, p):
+    """Every one of (at least 3) successive calls drew the same mask, with both values present."""
+    ev = run.evidence(p)
+    return (ev.draws > 2 and ev.identical_consecutive == ev.draws - 1 and 0 < ev.kept < ev.trials
+            and p < 1)
+
+
+def identical_masks_message(run, p):
+    """The cause of identical masks across calls, named by ``run.impl.rng_source`` (one sentence)."""
+    return identical_masks_cause(getattr(run.impl, "rng_source", None), is_jitted(run.impl.train),
+                                 run.evidence(p).draws)
+
+
+def _constant_axes(kept, observable):
+    """Axes along which ``kept`` is constant over every line (unobservable units ignored)."""
+    out = []
+    for a in range(kept.ndim):
+        if kept.shape[a] < 2:
+            continue
+        lo = np.any(kept & observable, axis=a)
+        hi = np.all(kept | ~observable, axis=a)
+        if np.array_equal(lo, hi):
+            out.append(a)
+    return set(out)
+
+
+def measured_sharing(run, p):
+    """Axes along which the masks of :data:`SHARING_CALLS` fresh train calls were all constant.
+
+    None when no call was informative (an exception, a wrong shape, everything kept or dropped).
+    The calls run under the battery's seed, and the caller's global RNG state is restored.
+    """
+    x, c = run.x, run.contract
+    x64 = x.astype(np.float64)
+    dropped = c.dropped_value(x64, p)
+    tol = 8 * np.finfo(x.dtype).eps * np.maximum(np.abs(dropped), np.abs(x64))
+    observable = x64 != 0
+    shared = None
+    fn = run.impl.bound_train(p)
+    with seeded_global_rngs(run.seed, run.impl.reseed):
+        for _ in range(SHARING_CALLS):
+            try:
+                y = np.asarray(fn(x.copy()), dtype=np.float64)
+            except Exception:  # noqa: BLE001 — reported by check_output_shape_dtype
+                return shared
+            if y.shape != x.shape:
+                return shared
+            kept = np.abs(y - dropped) > tol
+            n_kept = np.count_nonzero(kept & observable)
+            if n_kept in (0, np.count_nonzero(observable)):
+                continue
+            axes = _constant_axes(kept, observable)
+            shared = axes if shared is None else shared & axes
+    return shared
+
+
+def _sharing_suspect(run, ev):
+    """The evidence says the mask is shared otherwise than declared: worth measuring."""
+    if ev.sharing_violations:
+        return True
+    for sums in ev.axis_pairs.values():
+        if sums.n and 0 < sums.sa < sums.n and sums.sa == sums.sb == sums.sab:
+            return True  # neighbouring mask entries identical along this axis in every pair
+    return False
+
+
+def eval_profile(run, p):
+    """``(ratio, dropped)`` of one eval call: eval/input where constant over units (else None),
+    and the fraction of non-zero inputs eval set to zero (None without eval)."""
+    fn = run.impl.bound_eval(p)
+    if fn is None:
+        return None, None
+    try:
+        z = np.asarray(fn(run.x.copy()), dtype=np.float64)
+    except Exception:  # noqa: BLE001 — reported by check_eval_contract
+        return None, None
+    if z.shape != run.x.shape:
+        return None, None
+    x = run.x.astype(np.float64)
+    nz = x != 0
+    if not np.any(nz):
+        return None, None
+    ratios = z[nz] / x[nz]
+    dropped = float(np.mean(ratios == 0))
+    med = float(np.median(ratios))
+    constant = ratios.size and np.ptp(ratios) < 1e-6 * max(abs(med), 1)
+    return (med if constant else None), (dropped if 0 < dropped < 1 else None)
+
+
+def eval_ratio_of(run, p):
+    """Eval output / input where it is the same for every unit, else None."""
+    return eval_profile(run, p)[0]
+
+
+def _diagnosis(run, p):
     ev = run.evidence(p)
     rate = rate_ci = scale = None
     if not ev.broken and ev.has_masks and ev.trials:
@@ -71,35 +204,43 @@ def diagnosis_of(run, p):
         rate, rate_ci = d.estimate, (d.ci_low, d.ci_high)
     if ev.scale_ratios:
         scale = float(np.median(ev.scale_ratios))
-    eval_ratio = eval_ratio_of(run, p)
+    sharing = None
+    if not ev.broken and ev.has_masks and run.x.ndim and _sharing_suspect(run, ev):
+        measured = measured_sharing(run, p)
+        if measured is not None:
+            declared = resolve_shared_axes(run.contract.shared_axes, run.x.ndim, "contract")
+            sharing = (run.x.ndim, tuple(a % run.x.ndim for a in declared), tuple(sorted(measured)))
+    eval_ratio, eval_dropped = eval_profile(run, p)
+    impl = run.impl
     return diagnose(keep_prob=p, contract=run.contract.name, rate=rate, rate_ci=rate_ci, scale=scale,
                     only_zero_one=ev.only_zero_one and ev.draws > 0 and not np.all(np.isin(run.x, (0, 1))),
-                    identical_calls=ev.draws > 2 and ev.identical_consecutive == ev.draws - 1
-                    and 0 < ev.kept < ev.trials
-                    and p < 1, eval_ratio=eval_ratio)
+                    identical_calls=identical_calls_of(run, p), eval_ratio=eval_ratio,
+                    rng_source=getattr(impl, "rng_source", None), jitted=is_jitted(impl.train),
+                    calls=ev.draws,
+                    low_precision=_is_16_bit(getattr(impl, "compute_dtype", None)) or _is_16_bit(run.x.dtype),
+                    sharing=sharing, eval_dropped=eval_dropped)
 
 
-def eval_ratio_of(run, p):
-    fn = run.impl.bound_eval(p)
-    if fn is None:
-        return None
+def diagnosis_of(run, p):
+    """The diagnosis at ``p`` (a tuple of sentences), computed once per run and keep_prob."""
     try:
-        z = np.asarray(fn(run.x.copy()), dtype=np.float64)
-    except Exception:  # noqa: BLE001 — reported by check_eval_contract
-        return None
-    if z.shape != run.x.shape:
-        return None
-    x = run.x.astype(np.float64)
-    nz = x != 0
-    ratios = z[nz] / x[nz]
-    return float(np.median(ratios)) if ratios.size and np.ptp(ratios) < 1e-6 * max(abs(np.median(ratios)), 1) else None
+        cache = _DIAGNOSES.setdefault(run, {})
+    except TypeError:  # a run that cannot be weakly referenced: no cache
+        return _diagnosis(run, p)
+    if p not in cache:
+        cache[p] = _diagnosis(run, p)
+    return cache[p]
 
 
-def hint_for(run, p):
+def hint_for(run, p, prefix="", fallback=""):
+    """``prefix`` + "Likely cause: ..." from :func:`diagnosis_of`, or ``prefix + fallback``."""
     found = diagnosis_of(run, p)
     if not found:
-        return ""
+        return (prefix + fallback).strip()
     text = "Likely cause: " + "; ".join(found)
-    return text if text.endswith(("?", ".")) else text + "."
+    return (prefix + (text if text.endswith(("?", ".")) else text + ".")).strip()
 
 
+def lazy_hint(run, p, prefix="", fallback=""):
+    """:func:`hint_for` as a zero-argument callable, for :func:`from_decision` (failures only)."""
+    return functools.partial(hint_for, run, p, prefix, fallback)
