@@ -40,7 +40,8 @@ from stats_dropout._internal.validation import (
     seed_iv,
 )
 from stats_dropout.inference.results import TrainMoments
-from stats_dropout.reference.schemes import BoundScheme, keep_threshold, mask_chunks
+from stats_dropout.reference.masks import keep_threshold, mask_chunks
+from stats_dropout.reference.schemes import BoundScheme
 
 __all__ = [
     "RunningMoments",

@@ -19,7 +19,8 @@ import numpy as np
 
 from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import choice_iv, positive_int_iv, seed_iv
-from stats_dropout.reference.networks import MLP, MULTIPLICATIVE, activate, activation_grad
+from stats_dropout.reference.activations import activate, activation_grad
+from stats_dropout.reference.networks import MLP, MULTIPLICATIVE
 
 __all__ = ["TrainingHistory", "train_mlp"]
 

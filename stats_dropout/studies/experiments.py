@@ -28,21 +28,23 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy import integrate, special
+from scipy import integrate
 from scipy import stats as sps
 
 from stats_dropout._internal.rng import stream_rng
-from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
+from stats_dropout._internal.validation import positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import (
     RunningMoments,
-    estimate_statistic_moments,
     estimate_train_moments,
 )
 from stats_dropout.inference.results import TrainMoments
 from stats_dropout.reference import theory
-from stats_dropout.reference.networks import MLP, DenseLayer, activate, gaussian_activation_mean
+from stats_dropout.reference.activations import activate, gaussian_activation_mean
+from stats_dropout.reference.networks import MLP, DenseLayer
 from stats_dropout.reference.schemes import get_scheme
+from stats_dropout.studies.geometric_mean import enumerate_masks, nwgm_table, softmax_geometric_mean_check
+from stats_dropout.studies.norms import norm_table, thread_matrix
 from stats_dropout.studies.training_experiments import (
     decide_with_dead_band,
     keep_probs_iv,
@@ -77,36 +79,6 @@ GAP_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "selu", "softmax")
 def _moments(samples, seed):
     """TrainMoments of per-draw values stacked on axis 0."""
     return RunningMoments.from_samples(samples).to_result(seed)
-
-
-def enumerate_masks(n_units, keep_prob):
-    """All ``2^n_units`` binary masks (rows) and their probabilities ``p^k (1 − p)^(n − k)``.
-
-    The exact expectation over dropout masks is ``probs @ f(masks)``: no sampling error.
-    """
-    n_units = positive_int_iv(n_units, "n_units")
-    if n_units > 20:
-        raise ValueError(f"`n_units` must be at most 20 for enumeration; got {n_units}")
-    masks = np.array(list(itertools.product((0.0, 1.0), repeat=n_units)))
-    k = masks.sum(axis=1)
-    probs = keep_prob**k * (1.0 - keep_prob) ** (n_units - k)
-    return masks, probs
-
-
-def thread_matrix():
-    """The forum thread's matrix ``np.random.seed(42); np.random.randn(3, 4)``.
-
-    Drawn from a private ``RandomState(42)`` (the same numbers) so numpy's global RNG state
-    is left untouched; its 2-norm (Frobenius) is 2.672810732482017.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from stats_dropout.experiments import thread_matrix
-    >>> float(np.linalg.norm(thread_matrix()))
-    2.672810732482017
-    """
-    return np.random.RandomState(42).randn(3, 4)
 
 
 # --- §4 inference gap -----------------------------------------------------------------------
@@ -251,124 +223,7 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
 
 
 # --- §4 softmax: normalised geometric mean by enumeration ------------------------------------
-def _softmax_check_iv(n_units, keep_prob, seed, n_classes):
-    n_units = positive_int_iv(n_units, "n_units")
-    if n_units > 12:
-        raise ValueError(f"`n_units` must be at most 12 (2^n_units masks are enumerated); got {n_units}")
-    return n_units, keep_prob_iv(keep_prob), seed_iv(seed), positive_int_iv(n_classes, "n_classes")
-
-
-def softmax_geometric_mean_check(n_units=10, *, keep_prob=0.5, seed=0, n_classes=4):
-    """Normalised geometric mean of the softmax over all ``2^n_units`` masks vs weight scaling.
-
-    For ``z(r) = W(r∘h) + b`` (standard dropout of a hidden layer ``h``), the normalised
-    weighted geometric mean ``NWGM_c = Π_r softmax_c(z(r))^{P(r)} / Σ_k Π_r softmax_k(z(r))^{P(r)}``
-    equals ``softmax(W(p h) + b)`` exactly for every p (log-softmax is linear in the mask up
-    to a class-independent term; Hinton et al. 2012 for p = 1/2, Baldi & Sadowski [2]_). The
-    arithmetic mean of the softmaxes differs. No sampling: the check is exact up to rounding.
-
-    Returns
-    -------
-    DataFrame
-        One row per class: ``class, nwgm, weight_scaled, abs_deviation, arithmetic_mean,
-        arithmetic_gap, max_abs_deviation, max_arithmetic_gap, n_units, n_masks, keep_prob,
-        seed`` (``max_*`` over classes, repeated on every row).
-
-    Examples
-    --------
-    >>> from stats_dropout.experiments import softmax_geometric_mean_check
-    >>> df = softmax_geometric_mean_check(10, keep_prob=0.5)
-    >>> bool(df.max_abs_deviation.iloc[0] < 1e-12), bool(df.max_arithmetic_gap.iloc[0] > 0.01)
-    (True, True)
-    """
-    n_units, p, seed, n_classes = _softmax_check_iv(n_units, keep_prob, seed, n_classes)
-    rng = stream_rng(seed, "softmax_nwgm")
-    h = rng.standard_normal(n_units)
-    w = rng.standard_normal((n_units, n_classes))
-    b = rng.standard_normal(n_classes)
-    masks, probs = enumerate_masks(n_units, p)
-    logits = (masks * h) @ w + b
-    log_sm = logits - special.logsumexp(logits, axis=1, keepdims=True)
-    log_g = probs @ log_sm  # log of the weighted geometric mean, per class
-    nwgm = special.softmax(log_g)
-    weight_scaled = special.softmax((p * h) @ w + b)
-    arithmetic = probs @ np.exp(log_sm)
-    dev = np.abs(nwgm - weight_scaled)
-    agap = arithmetic - weight_scaled
-    return pd.DataFrame({
-        "class": np.arange(n_classes), "nwgm": nwgm, "weight_scaled": weight_scaled,
-        "abs_deviation": dev, "arithmetic_mean": arithmetic, "arithmetic_gap": agap,
-        "max_abs_deviation": dev.max(), "max_arithmetic_gap": np.abs(agap).max(),
-        "n_units": n_units, "n_masks": masks.shape[0], "keep_prob": p, "seed": seed,
-    })
-
-
 # --- §4 NWGM of a sigmoid unit ---------------------------------------------------------------
-def _nwgm_row(case, outputs, probs, keep_prob, mean_input):
-    outputs = np.asarray(outputs, dtype=float)
-    probs = np.asarray(probs, dtype=float)
-    e = float(probs @ outputs)
-    g = float(np.exp(probs @ np.log(outputs)))
-    g1 = float(np.exp(probs @ np.log1p(-outputs)))
-    nwgm = theory.nwgm_sigmoid(outputs, probs)
-    bound = float(theory.nwgm_bound(e))
-    if np.all(outputs >= 0.5):
-        ordering, holds = "NWGM >= E", nwgm >= e
-    elif np.all(outputs <= 0.5):
-        ordering, holds = "NWGM <= E", nwgm <= e
-    else:
-        ordering, holds = "mixed", True
-    sig_mean = float(special.expit(mean_input))
-    return {"case": case, "keep_prob": keep_prob, "n_outputs": outputs.size, "expectation": e,
-            "geometric_mean": g, "geometric_mean_complement": g1, "nwgm": nwgm,
-            "sigmoid_of_mean_input": sig_mean, "nwgm_identity_error": abs(nwgm - sig_mean),
-            "abs_difference": abs(e - nwgm), "bound": bound, "within_bound": bool(abs(e - nwgm) <= bound),
-            "ordering": ordering, "ordering_holds": bool(holds)}
-
-
-def nwgm_table(*, seed=0, n_units=8, keep_probs=(0.2, 0.5, 0.8)):
-    """NWGM vs expectation of a sigmoid unit under dropout, with Baldi–Sadowski's bounds [2]_.
-
-    First row: THEORY.md's worked example ``O = (σ(0.5), σ(1))`` with equal weights
-    (E = 0.676759, G = 0.674577, G' = 0.318648, NWGM = 0.679179 = σ(0.75)). Then, for each
-    keep_prob, sigmoid units ``σ(w·(r∘x) + b)`` over all ``2^n_units`` masks (exact, no sampling)
-    with all outputs ≥ 1/2, all ≤ 1/2, and mixed. Checks: ``NWGM = σ(E S)`` (identity),
-    ``|E − NWGM| ≤ E(1−E)|1−2E| / (1 − 2E(1−E))`` and the ordering rule.
-
-    Returns
-    -------
-    DataFrame
-        ``case, keep_prob, n_outputs, expectation, geometric_mean, geometric_mean_complement,
-        nwgm, sigmoid_of_mean_input, nwgm_identity_error, abs_difference, bound, within_bound,
-        ordering, ordering_holds, seed``.
-
-    Examples
-    --------
-    >>> from stats_dropout.experiments import nwgm_table
-    >>> row = nwgm_table().iloc[0]
-    >>> round(float(row.expectation), 6), round(float(row.nwgm), 6)
-    (0.676759, 0.679179)
-    """
-    seed = seed_iv(seed)
-    n_units = positive_int_iv(n_units, "n_units")
-    if n_units > 12:
-        raise ValueError(f"`n_units` must be at most 12; got {n_units}")
-    keep_probs = keep_probs_iv(keep_probs)
-    rows = [_nwgm_row("THEORY worked example", special.expit([0.5, 1.0]), [0.5, 0.5], np.nan, 0.75)]
-    rng = stream_rng(seed, "nwgm_inputs")
-    x = np.abs(rng.standard_normal(n_units)) + 0.1
-    w = rng.standard_normal(n_units)
-    for p in keep_probs:
-        masks, probs = enumerate_masks(n_units, p)
-        for case, wc, b in (("all outputs >= 1/2", np.abs(w), 0.0), ("all outputs <= 1/2", -np.abs(w), 0.0),
-                            ("mixed", w, 0.3)):
-            s = (masks * x) @ wc + b
-            rows.append(_nwgm_row(case, special.expit(s), probs, p, p * x @ wc + b))
-    out = pd.DataFrame(rows)
-    out["seed"] = seed
-    return out
-
-
 # --- §4 Gaussian approximations on their own reference numbers --------------------------------
 def gaussian_approximation_table(*, seed=0, draws=None, false_fail_rate=1e-6, false_pass_rate=1e-3):
     """THEORY.md §4's reference numbers for ``Y ~ N(μ, s²)``: MC, exact (quadrature), closed form.
@@ -483,64 +338,3 @@ def variance_shift_table(*, keep_probs=(0.5, 0.8, 0.9), seed=0, draws=100_000, i
 
 
 # --- §1 norms (claims C05, C06) ---------------------------------------------------------------
-def _norm_statistic(samples):
-    flat = np.asarray(samples, dtype=np.float64).reshape(samples.shape[0], -1)
-    sq = np.sum(flat**2, axis=1)
-    return np.stack([sq, np.sqrt(sq)], axis=1)
-
-
-def norm_table(*, keep_probs=(0.5, 0.8), seed=0, draws=100_000, random_shapes=((3, 4), (20, 30)),
-               false_fail_rate=1e-6):
-    """``E‖D∘A/p‖²`` vs ``‖A‖²/p`` and ``E‖D∘A/p‖`` vs ``‖A‖``, with and without rescale.
-
-    Matrices: the forum thread's ``np.random.seed(42); np.random.randn(3, 4)`` (:func:`thread_matrix`,
-    ‖A‖ = 2.672810732482017) and standard-normal matrices of ``random_shapes``. ``‖·‖`` is the
-    2-norm of the thread (numpy's default matrix norm, Frobenius). The squared norm has a closed
-    form (``theory.expected_squared_norm``): ``‖A‖²/p`` with the rescale, ``p‖A‖²`` without —
-    the mean of each unit is preserved by ``1/p``, the energy is not. The norm itself has none;
-    it is tested against ``‖A‖`` (the thread's claim that the rescale keeps the 2-norm) and
-    lies below ``sqrt(E‖·‖²)`` by Jensen. ``norm_A_scaled`` is ``‖A‖/p`` (the thread's
-    2.6728 → 3.3410 at p = 0.8: ``‖mA‖ = |m|‖A‖``).
-
-    Returns
-    -------
-    DataFrame
-        ``matrix, shape, keep_prob, rescale, norm_A, norm_A_scaled, mean_sq_norm, sq_ci_low,
-        sq_ci_high, sq_expected, sq_pvalue, sq_rejected, mean_norm, norm_ci_low, norm_ci_high,
-        norm_ratio, norm_ratio_ci_low, norm_ratio_ci_high, norm_equals_A_pvalue,
-        norm_equals_A_rejected, jensen_bound, n_draws, seed, confidence_level``.
-    """
-    keep_probs = keep_probs_iv(keep_probs)
-    seed = seed_iv(seed)
-    draws = positive_int_iv(draws, "draws")
-    if draws < 2:
-        raise ValueError(f"`draws` must be at least 2; got {draws}")
-    matrices = [("thread", thread_matrix())]
-    for i, shape in enumerate(random_shapes):
-        matrices.append((f"random {shape[0]}x{shape[1]}", stream_rng(seed, "norm_matrices", i).standard_normal(shape)))
-    n_dec = 2 * len(matrices) * len(keep_probs) * 2
-    alpha = stats.split_false_fail_rate(false_fail_rate, n_dec)
-    rows = []
-    k = 0
-    for (name, a), p, rescale in itertools.product(matrices, keep_probs, (True, False)):
-        k += 1
-        scheme = get_scheme("inverted" if rescale else "standard").bind(p)
-        mom = estimate_statistic_moments(scheme, a, _norm_statistic, draws=draws, seed=seed + 104729 * k)
-        norm_a = float(np.linalg.norm(a))
-        sq = TrainMoments(mean=mom.mean[:1], var=mom.var[:1], n_draws=draws, seed=mom.seed)
-        nm = TrainMoments(mean=mom.mean[1:], var=mom.var[1:], n_draws=draws, seed=mom.seed)
-        expected_sq = theory.expected_squared_norm(a, p, rescale=rescale)
-        d_sq = decide_with_dead_band(sq, expected_sq, false_fail_rate=alpha, property="E squared norm")
-        d_n = decide_with_dead_band(nm, norm_a, false_fail_rate=alpha, property="E norm equals ||A||")
-        rows.append({
-            "matrix": name, "shape": "x".join(map(str, a.shape)), "keep_prob": p, "rescale": rescale,
-            "norm_A": norm_a, "norm_A_scaled": float(np.linalg.norm(a / p)),
-            "mean_sq_norm": d_sq.estimate, "sq_ci_low": d_sq.ci_low, "sq_ci_high": d_sq.ci_high,
-            "sq_expected": expected_sq, "sq_pvalue": d_sq.pvalue, "sq_rejected": d_sq.rejected,
-            "mean_norm": d_n.estimate, "norm_ci_low": d_n.ci_low, "norm_ci_high": d_n.ci_high,
-            "norm_ratio": d_n.estimate / norm_a, "norm_ratio_ci_low": d_n.ci_low / norm_a,
-            "norm_ratio_ci_high": d_n.ci_high / norm_a, "norm_equals_A_pvalue": d_n.pvalue,
-            "norm_equals_A_rejected": d_n.rejected, "jensen_bound": float(np.sqrt(expected_sq)),
-            "n_draws": draws, "seed": seed, "confidence_level": 1 - alpha,
-        })
-    return pd.DataFrame(rows)

@@ -28,7 +28,7 @@ LAYERS = ("_internal", "reference", "inference", "verification", "studies", "rep
 
 
 #: Compiled extension modules (no .py source): each has one consumer, the module named here.
-COMPILED = {"_fastmask": "stats_dropout.reference.schemes"}
+COMPILED = {"_fastmask": "stats_dropout.reference.masks"}
 
 
 def module_name(path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import stats_dropout as sd
-from stats_dropout.reference.schemes import (
+from stats_dropout.reference.masks import (
     _keep_first_stage,
     _keep_tie_stage,
     _threshold_split,

@@ -1,0 +1,166 @@
+"""Design twins of the decisions: the sample size an effect needs, the effect a sample size sees.
+
+Each decision of :mod:`stats_dropout.inference.stats` has two twins (TensorFlow Probability's
+naming): ``min_<n>_for_<effect>`` gives the sample size needed to detect an effect with
+probability ``1 − false_pass_rate`` at ``false_fail_rate``, and ``min_<effect>_detectable_by_<method>``
+the smallest effect a sample size detects. Sample sizes scale as ``O(1 / effect²)``. They are
+sized for the test the decision really runs (t or z, the level split over ``n_tests``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy import optimize, stats
+
+from stats_dropout._internal.validation import positive_int_iv, probability_iv
+
+__all__ = [
+    "rates_iv",
+    "z_quantile_sum",
+    "t_quantile_sum",
+    "min_draws_for_mean_error",
+    "min_mean_error_detectable_by_t",
+    "min_trials_for_keep_rate_error",
+    "min_keep_rate_error_detectable_by_binomial",
+    "tost_sample_size",
+]
+
+
+def rates_iv(false_fail_rate, false_pass_rate):
+    return (probability_iv(false_fail_rate, "false_fail_rate"),
+            probability_iv(false_pass_rate, "false_pass_rate"))
+
+
+def z_quantile_sum(false_fail_rate, false_pass_rate, n_tests=1):
+    """``z_{1−α/(2m)} + z_{1−β}``: two-sided level α split over m tests, power 1 − β."""
+    return stats.norm.isf(false_fail_rate / (2 * n_tests)) + stats.norm.isf(false_pass_rate)
+
+
+def t_quantile_sum(false_fail_rate, false_pass_rate, df, n_tests=1):
+    """``t_{1−α/(2m), df} + t_{1−β, df}``: the t-test analogue of :func:`z_quantile_sum`."""
+    return stats.t.isf(false_fail_rate / (2 * n_tests), df) + stats.t.isf(false_pass_rate, df)
+
+
+def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rate=1e-3, n_tests=1,
+                             null_sd_known=False):
+    """Draws needed to detect a mean error ``effect`` when one draw has std ``sd``.
+
+    ``n = ⌈((t_{1−α/(2m), n−1} + t_{1−β, n−1}) σ / δ)²⌉`` solved by fixed-point iteration from
+    the normal approximation (two-sided, level α split over ``n_tests`` = m). Scales as
+    ``O(1/δ²)``. With ``null_sd_known`` (a z test, see :func:`decide_mean_equal`'s
+    ``null_sd``) the normal formula is used as is.
+    """
+    alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
+    if not effect > 0:
+        raise ValueError(f"`effect` must be positive; got {effect!r}")
+    if not sd >= 0:
+        raise ValueError(f"`sd` must be non-negative; got {sd!r}")
+    n = max(math.ceil((z_quantile_sum(alpha, beta, n_tests) * sd / effect) ** 2), 2)
+    if null_sd_known:
+        return n  # z test (decide_mean_equal with null_sd)
+    # The decision is a t test: at small n its quantiles are far above the normal ones at
+    # extreme levels, so iterate n <- ((t_{α,n-1} + t_{β,n-1}) σ / δ)² to a fixed point.
+    for _ in range(50):
+        t_sum = t_quantile_sum(alpha, beta, n - 1, n_tests)
+        new = max(math.ceil((t_sum * sd / effect) ** 2), 2)
+        if new <= n:
+            break
+        n = new
+    return n
+
+
+def min_mean_error_detectable_by_t(n, sd, *, false_fail_rate=1e-6, false_pass_rate=1e-3, n_tests=1):
+    """Smallest mean error detected with probability ``1 − β`` from ``n`` draws of std ``sd``.
+
+    ``δ = (t_{1−α/(2m), n−1} + t_{1−β, n−1}) σ / sqrt(n)``; the twin of
+    :func:`min_draws_for_mean_error`.
+    """
+    alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
+    n = positive_int_iv(n, "n")
+    if n < 2:
+        return math.inf
+    return float(t_quantile_sum(alpha, beta, n - 1, n_tests) * sd / math.sqrt(n))
+
+
+def _keep_rate_power_gap(effect, n, p, z_a, z_b):
+    """Normal-approximation power equation for a binomial rate; zero at the detectable effect."""
+    worst = -math.inf
+    for p1 in (p - effect, p + effect):
+        if 0 <= p1 <= 1:
+            need = (z_a * math.sqrt(p * (1 - p)) + z_b * math.sqrt(p1 * (1 - p1))) / math.sqrt(n)
+            worst = max(worst, need - effect)
+    return worst
+
+
+def min_keep_rate_error_detectable_by_binomial(trials, keep_prob, *, false_fail_rate=1e-6,
+                                               false_pass_rate=1e-3, n_tests=1):
+    """Smallest absolute keep-rate error the binomial test detects with power ``1 − β``.
+
+    Solves ``δ √n = z_{1−α/(2m)} √(p(1−p)) + z_{1−β} √(p₁(1−p₁))`` for ``p₁ = p ± δ`` (the
+    worse side), the normal approximation to the exact test. ``O(1/√n)``.
+    """
+    alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
+    n = positive_int_iv(trials, "trials")
+    p = probability_iv(keep_prob, "keep_prob", high_open=False)
+    if p == 1.0:
+        return 0.0  # a single dropped unit refutes keep_prob = 1
+    z_a = stats.norm.isf(alpha / (2 * n_tests))
+    z_b = stats.norm.isf(beta)
+    hi = max(p, 1 - p)
+    if _keep_rate_power_gap(hi, n, p, z_a, z_b) > 0:
+        return float(hi)  # not even the largest possible error is detectable
+    return float(optimize.brentq(_keep_rate_power_gap, 1e-15, hi, args=(n, p, z_a, z_b)))
+
+
+def min_trials_for_keep_rate_error(keep_prob, effect, *, false_fail_rate=1e-6, false_pass_rate=1e-3,
+                                   n_tests=1):
+    """Trials needed for the binomial test to detect a keep-rate error ``effect``.
+
+    ``n = ⌈((z_{1−α/(2m)} √(p(1−p)) + z_{1−β} √(p₁(1−p₁))) / δ)²⌉``, worse of ``p₁ = p ± δ``.
+    """
+    alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
+    p = probability_iv(keep_prob, "keep_prob")
+    if not effect > 0:
+        raise ValueError(f"`effect` must be positive; got {effect!r}")
+    z_a = stats.norm.isf(alpha / (2 * n_tests))
+    z_b = stats.norm.isf(beta)
+    need = 0.0
+    for p1 in (p - effect, p + effect):
+        p1 = min(max(p1, 0.0), 1.0)
+        need = max(need, ((z_a * math.sqrt(p * (1 - p)) + z_b * math.sqrt(p1 * (1 - p1))) / effect) ** 2)
+    return math.ceil(need)
+
+
+def tost_sample_size(sd, margin, *, alpha, power, min_draws):
+    """Draws for a TOST at ``±margin`` to declare a truly zero difference equivalent.
+
+    Normal approximation::
+
+        n = max(min_draws, ⌈((z_{1−α} + z_{(1+power)/2}) σ / ε)²⌉)
+
+    so that :func:`decide_equivalence` at level ``alpha`` declares equivalence with probability
+    ``power`` when the true difference is 0 and one draw has standard deviation σ. When σ is
+    not positive (or NaN) the answer is ``min_draws``. No upper cap: callers apply their own.
+
+    Parameters
+    ----------
+    sd : float
+        σ, the standard deviation of one draw of the statistic.
+    margin : float
+        ε > 0, the equivalence margin.
+    alpha : float
+        TOST level.
+    power : float
+        Probability of declaring a zero difference equivalent.
+    min_draws : int
+        Floor on the answer.
+
+    Returns
+    -------
+    int
+    """
+    if not sd > 0:
+        return min_draws
+    z = stats.norm.isf(alpha) + stats.norm.isf((1 - power) / 2)
+    return max(min_draws, math.ceil((z * sd / margin) ** 2))

@@ -1,0 +1,213 @@
+"""Exact Bernoulli masks from integer thresholds, and the fused train pass of unshared dropout.
+
+With ``m`` random bits ``U`` uniform on ``{0, …, 2^m − 1}``, ``P(U < t) = t / 2^m`` exactly. The
+width is the smallest of 8, 16, 32 for which ``keep_prob · 2^m`` is an integer (then the keep rate
+is exactly ``keep_prob``); otherwise ``m = 32`` and ``t = round(keep_prob · 2^32)``, a bias below
+``2^-33``. The top byte decides all but 1/256 of units; ties draw the remaining bits. The optional
+C kernel (``_fastmask.c``, built by setup.py) fuses the compare-rescale-store pass and gives the
+same bits as the numpy path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stats_dropout._internal.validation import float_array_iv, keep_prob_iv
+
+try:  # optional C kernel (setup.py); the numpy path gives the same bits without it
+    from stats_dropout.reference import _fastmask
+except ImportError:  # pragma: no cover - depends on the build
+    _fastmask = None
+
+__all__ = ["keep_threshold", "mask_chunks", "bernoulli_mask", "masked_full", "apply_mask", "kernel_applies"]
+
+_WIDTHS = ((8, np.uint8), (16, np.uint16), (32, np.uint32))
+
+
+def keep_threshold(keep_prob):
+    """Integer threshold ``t`` and bit width ``m`` with ``P(U < t) = t / 2^m ≈ keep_prob``.
+
+    Returns ``(t, m, dtype)``. Exact when ``keep_prob · 2^m`` is an integer for some
+    ``m ∈ {8, 16, 32}``; otherwise ``|t / 2^32 − keep_prob| ≤ 2^-33``.
+    """
+    keep_prob = keep_prob_iv(keep_prob)
+    for bits, dtype in _WIDTHS:
+        scaled = keep_prob * 2.0**bits
+        if scaled == int(scaled):
+            return int(scaled), bits, dtype
+    return round(keep_prob * 2.0**32), 32, np.uint32
+
+
+# --- fast exact masks ------------------------------------------------------------------------
+# ``U < t`` for an m-bit uniform U is decided on U's top byte first: a top byte below ``t``'s
+# keeps, above it drops, and only a tie (probability 1/256) needs U's remaining m − 8 bits.
+# Same law as drawing all m bits (P(keep) = hi/2^8 + 2^-8 · lo/2^(m−8) = t/2^m, proven by
+# enumeration in tests/unit/test_masks.py), at about 8 random bits per element instead of m.
+
+#: Elements per chunk: its random bytes, mask and float64 output (1 MiB) stay in L2 cache;
+#: larger chunks also spread the ~15 numpy calls per chunk over more elements.
+_CHUNK = 1 << 17
+
+
+def _threshold_split(threshold, bits):
+    """``(hi, lo, tie_bits)``: ``U < t`` ⇔ ``top byte < hi`` or (``top byte == hi`` and ``rest < lo``)."""
+    tie_bits = bits - 8
+    return threshold >> tie_bits, threshold & ((1 << tie_bits) - 1), tie_bits
+
+
+def _keep_first_stage(top, hi):
+    """Kept by the top byte alone, and the positions of ties that need the remaining bits."""
+    return top < hi, np.flatnonzero(top == hi)
+
+
+def _keep_tie_stage(rest, lo):
+    """Decision for tied elements from their remaining ``tie_bits`` uniform bits."""
+    return rest < lo
+
+
+def _draw_keep(rng, count, hi, lo, tie_bits):
+    """``count`` independent keep decisions with ``P(keep) = (hi · 2^tie_bits + lo) / 2^(8 + tie_bits)``."""
+    # Full-range uint64 words split into bytes: each byte is uniform and independent whatever
+    # the bit generator (unlike ``random_raw``, which is 32-bit for MT19937).
+    words = rng.integers(0, 2**64, size=-(-count // 8), dtype=np.uint64)
+    top = words.view(np.uint8)[:count]
+    if tie_bits == 0:
+        return top < hi
+    keep, ties = _keep_first_stage(top, hi)
+    if ties.size:
+        rest = rng.integers(0, 1 << tie_bits, size=ties.size, dtype=np.uint32)
+        keep[ties] = _keep_tie_stage(rest, lo)
+    return keep
+
+
+def _mask_params(keep_prob):
+    threshold, bits, _ = keep_threshold(keep_prob)
+    return _threshold_split(threshold, bits)
+
+
+def _chunks(rows, cols):
+    """Row-major ``(row_slice, col_slice)`` pieces of about ``_CHUNK`` elements of a (rows, cols) array."""
+    if cols >= _CHUNK:
+        for r in range(rows):
+            for c in range(0, cols, _CHUNK):
+                yield slice(r, r + 1), slice(c, min(cols, c + _CHUNK))
+    else:
+        per = max(1, _CHUNK // max(cols, 1))
+        for r in range(0, rows, per):
+            yield slice(r, min(rows, r + per)), slice(0, cols)
+
+
+def apply_mask(out, x, keep, divisor):
+    """``out = keep · x / divisor``, the division in float64, rounded once to ``out.dtype``.
+
+    A kept unit is exactly ``fl(x / keep_prob)`` (a division, not a multiplication by
+    ``1/keep_prob``), correctly rounded to float16/float32 from float64 as ``astype`` would,
+    and a dropped unit is ``±0`` with the sign of ``x``. Dividing first and masking second is
+    the fast order (the mask pass runs in cache, in place), but it turns a dropped unit whose
+    ``x / keep_prob`` overflows (in float64, or when rounded to a narrower dtype) into
+    ``0 · inf = nan`` (the caller silences that warning); a nan maximum of the chunk detects
+    it, cheaply and in cache, and the chunk is redone in the safe order.
+    """
+    if divisor == 1.0:
+        np.multiply(x, keep, out=out)  # x · 1 and x · 0 are exact in x's own dtype
+        return
+    # The division runs in float64 and its result is rounded once, on output, to out's dtype.
+    np.divide(x, divisor, out=out, dtype=np.float64, casting="same_kind")
+    np.multiply(out, keep, out=out)  # exact: q · 1 or ±0
+    if out.size and np.isnan(np.maximum.reduce(out, axis=None)):  # maximum propagates nan
+        work = np.multiply(x, keep, dtype=np.float64)
+        np.divide(work, divisor, out=work)
+        np.copyto(out, work, casting="same_kind")
+
+
+def mask_chunks(rng, rows, cols, keep_prob):
+    """Masks of a (rows, cols) array, chunk by chunk in row-major order: ``(rows, cols, keep)``.
+
+    The one place that fixes the order in which unshared masks consume ``rng``: the train
+    pass and :mod:`stats_dropout.montecarlo`'s mask-mean shortcut both iterate it, so they
+    see the very same masks for the same generator.
+    """
+    hi, lo, tie_bits = _mask_params(keep_prob)
+    for r, c in _chunks(rows, cols):
+        shape = (r.stop - r.start, c.stop - c.start)
+        yield r, c, _draw_keep(rng, shape[0] * shape[1], hi, lo, tie_bits).reshape(shape)
+
+
+def masked_full(x, keep_prob, rng, n_draws, divisor):
+    """Unshared Bernoulli dropout of ``x`` (``n_draws`` passes or one), one mask entry per element.
+
+    Chunk by chunk: draw the chunk's mask, then rescale it while it is in cache; only ``x``
+    and the output ever travel to and from memory.
+    """
+    rows = 1 if n_draws is None else n_draws
+    out = np.empty(((rows,) if n_draws is not None else ()) + x.shape, dtype=x.dtype)
+    out2, x1 = out.reshape(rows, x.size), x.reshape(x.size)
+    if kernel_applies(x):
+        # The kernel validates x in the pass it makes anyway (DropoutScheme._train_iv deferred
+        # the finiteness check here); on a non-finite input the generator is put back untouched.
+        state = rng.bit_generator.state
+        if not masked_full_fused(x1, out2, keep_prob, rng, divisor):
+            rng.bit_generator.state = state
+            float_array_iv(x)  # raises the usual "`x` must be finite" error
+        return out
+    # "invalid" can only come from the 0 · inf that apply_mask detects and redoes; one
+    # errstate for the whole loop (entering one costs microseconds, a chunk ~30 µs).
+    with np.errstate(invalid="ignore"):
+        for r, c, keep in mask_chunks(rng, rows, x.size, keep_prob):
+            apply_mask(out2[r, c], x1[c], keep, divisor)
+    return out
+
+
+def kernel_applies(x):
+    """Whether the C kernel handles ``x`` (it also checks its finiteness)."""
+    return _fastmask is not None and x.dtype.type in (np.float32, np.float64) and x.size > 0
+
+
+def masked_full_fused(x1, out2, keep_prob, rng, divisor):
+    """:func:`masked_full` with the optional C kernel: same random stream, same bits.
+
+    Per chunk the random words are drawn exactly as ``_draw_keep`` draws them; the kernel
+    keeps, rescales or zeroes each unit in one pass and lists the ties (top byte == hi), whose
+    remaining bits are then drawn, in the same order and number, as ``_draw_keep`` would.
+    Returns False (stopping early) if the kernel saw a NaN or infinite input.
+    """
+    hi, lo, tie_bits = _mask_params(keep_prob)
+    single = x1.dtype.type is np.float32
+    x1 = np.ascontiguousarray(x1)
+    ties = np.empty(_CHUNK, dtype=np.int64)
+    for r, c in _chunks(*out2.shape):
+        chunk = out2[r, c]
+        rows, cols = chunk.shape
+        count = rows * cols
+        if ties.size < count:
+            ties = np.empty(count, dtype=np.int64)
+        words = rng.integers(0, 2**64, size=-(-count // 8), dtype=np.uint64)
+        xc = x1[c]
+        n_ties, nonfinite = _fastmask.masked_divide(words.view(np.uint8), xc, chunk, rows, cols, hi,
+                                                    float(divisor), ties, single)
+        if nonfinite:
+            return False
+        if tie_bits and n_ties:
+            rest = rng.integers(0, 1 << tie_bits, size=n_ties, dtype=np.uint32)
+            kept = ties[:n_ties][_keep_tie_stage(rest, lo)]
+            flat = chunk.reshape(-1)  # a view: chunks are contiguous (see _chunks)
+            flat[kept] = (xc[kept % cols].astype(np.float64) / divisor).astype(flat.dtype)
+    return True
+
+
+def bernoulli_mask(rng, shape, keep_prob):
+    """Boolean mask of ``shape`` with independent ``Bernoulli(keep_prob)`` entries.
+
+    Uses the integer threshold of :func:`keep_threshold`, so the keep rate is exact
+    (see the module docstring), decided on the top byte first (see ``_draw_keep``).
+    ``keep_prob == 1`` keeps everything without drawing.
+    """
+    if keep_prob == 1.0:
+        return np.ones(shape, dtype=bool)
+    hi, lo, tie_bits = _mask_params(keep_prob)
+    mask = np.empty(shape, dtype=bool)
+    flat = mask.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):  # bounded temporaries for large masks
+        stop = min(flat.size, start + _CHUNK)
+        flat[start:stop] = _draw_keep(rng, stop - start, hi, lo, tie_bits)
+    return mask
