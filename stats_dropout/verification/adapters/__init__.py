@@ -38,7 +38,7 @@ call raised them.
 from stats_dropout.verification.adapters.common import COURSE_CACHE_FIELDS, COURSE_PROBE_SHAPE
 from stats_dropout.verification.adapters.course import course_backward, from_course
 from stats_dropout.verification.adapters.cs231n import cs231n_backward, from_cs231n
-from stats_dropout.verification.adapters.dispatch import implementation, is_layer
+from stats_dropout.verification.adapters.dispatch import framework_of, implementation, is_layer
 from stats_dropout.verification.adapters.flax_layers import flax_implementation
 from stats_dropout.verification.adapters.jax_functions import from_jax
 from stats_dropout.verification.adapters.keras_layers import keras_implementation
@@ -56,6 +56,7 @@ from stats_dropout.verification.adapters.tf_functions import from_tf
 __all__ = [
     "implementation",
     "is_layer",
+    "framework_of",
     "from_torch",
     "from_jax",
     "from_tf",

@@ -22,7 +22,10 @@ Keras' conventions and what they become here:
 ``seed`` / ``SeedGenerator``
     The adapter runs a *clone* of the layer (``from_config(get_config())``), so the user's layer
     and its seed generator are never touched; ``reseed(seed)`` sets the clone's
-    ``seed_generator.state`` to ``[seed, 0]`` and every train call advances it, as keras does.
+    ``seed_generator.state`` to ``[seed, 0]`` and every train call advances it, as keras does
+    (``rng_source="keras-seed"``). Exception: on the torch backend an unseeded ``Dropout``
+    without ``noise_shape`` calls ``torch.nn.functional.dropout`` and so draws from torch's
+    global RNG, which the battery seeds itself (``rng_source="torch"``).
 ``dtype`` policy
     The probe has the layer's compute dtype (float32 by default). bfloat16 is not a probe dtype
     of the battery: the probe is float32 holding bfloat16-representable values, and the
@@ -159,6 +162,11 @@ def keras_implementation(layer, *, keep_prob=None, name=None):
             x = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(x.astype(np.float32), "bfloat16")))
         example = x.astype(probe_dtype)
     clone = _clone(layer)
+    # keras' torch backend runs an unseeded Dropout without noise_shape through
+    # torch.nn.functional.dropout, i.e. torch's global RNG (which the battery seeds), not the
+    # layer's SeedGenerator.
+    global_torch = (keras.backend.backend() == "torch" and cls == "Dropout" and getattr(layer, "seed", 0) is None
+                    and getattr(layer, "noise_shape", None) is None)
 
     def reseed(seed):
         gen = getattr(clone, "seed_generator", None)
@@ -180,5 +188,6 @@ def keras_implementation(layer, *, keep_prob=None, name=None):
     return Implementation(train, evaluate, keep_prob=own, contract=contract, shared_axes=shared_axes,
                           channel_axis=channel_axis, example_input=example, name=label,
                           dtype=probe_dtype if example is None else None,
-                          compute_dtype="bfloat16" if low else None, reseed=reseed, rng_source="keras-seed",
+                          compute_dtype="bfloat16" if low else None, reseed=reseed,
+                          rng_source="torch" if global_torch else "keras-seed",
                           validates_keep_prob=False)
