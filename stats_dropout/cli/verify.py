@@ -148,19 +148,6 @@ _SIGNATURES = {
 }
 
 
-def _verify_kwargs(verify_dropout, **kwargs):
-    """Drop keyword arguments this version of the battery does not take.
-
-    ``validates_keep_prob=False`` (course and CS231n code never checks its keep_prob) is only
-    honoured by a battery whose ``verify_dropout`` accepts it; otherwise
-    ``check_invalid_keep_prob`` fails for such code.
-    """
-    params = inspect.signature(verify_dropout).parameters
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
 def _batteries(args, module, func, convention):
     """``(title, train, eval, backward, extra kwargs)`` for each battery to run."""
     from stats_dropout.verification import adapters
@@ -254,8 +241,7 @@ def _single_threaded_blas():
 
 
 def _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_prob, seed):
-    kwargs = _verify_kwargs(verify_dropout, **{"keep_prob": keep_prob, "contract": args.contract,
-                                               "seed": seed, "backward": backward, **extra})
+    kwargs = {"keep_prob": keep_prob, "contract": args.contract, "seed": seed, "backward": backward, **extra}
     try:
         return verify_dropout(train, evaluate, **kwargs)
     except (TypeError, ValueError) as exc:

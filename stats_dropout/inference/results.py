@@ -163,7 +163,8 @@ class EquivalenceResult:
     n: int
 
 
-STATUSES = ("passed", "failed", "skipped", "xfail")
+#: What a check can report: it held, it failed, or it could not be judged (with the reason).
+STATUSES = ("passed", "failed", "skipped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +175,7 @@ class CheckResult:
     ----------
     check : str
         Check name with its parameters, e.g. ``"check_keep_rate[keep_prob=0.8]"``.
-    status : {"passed", "failed", "skipped", "xfail"}
+    status : {"passed", "failed", "skipped"}
     message : str
         Why it failed (with the evidence and a hint) or why it was skipped; "" if passed.
     decision : Decision or None
@@ -190,7 +191,12 @@ class CheckResult:
 
     @property
     def passed(self):
-        return self.status != "failed"
+        """True only if the check ran and held; a skipped check has not passed."""
+        return self.status == "passed"
+
+    @property
+    def failed(self):
+        return self.status == "failed"
 
     def to_record(self):
         d = self.decision
@@ -246,7 +252,7 @@ class VerificationResult:
 
     @property
     def passed(self):
-        return all(c.passed for c in self.checks)
+        return not any(c.failed for c in self.checks)  # skipped checks do not fail a battery
 
     @property
     def failed_checks(self):
