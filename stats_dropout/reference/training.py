@@ -79,6 +79,73 @@ def _train_mlp_iv(net, X, y, loss, optimizer, lr, epochs, batch_size, seed, weig
             seed_iv(seed))
 
 
+class _SGD:
+    """Minibatch SGD with optional heavy-ball momentum: ``v ← μ v + g``, ``θ ← θ − η v``."""
+
+    def __init__(self, params, lrs, momentum):
+        self.lrs, self.momentum = lrs, momentum
+        self.velocity = [np.zeros_like(q) for q in params]
+
+    def update(self, params, grads, step):
+        for k, (q, g) in enumerate(zip(params, grads)):
+            if self.momentum:
+                self.velocity[k] = self.momentum * self.velocity[k] + g
+                g = self.velocity[k]
+            q -= self.lrs[k] * g
+
+
+class _Adam:
+    """Adam [1]_: bias-corrected first and second moments, ``θ ← θ − η m̂ / (√v̂ + ε)``."""
+
+    def __init__(self, params, lrs, betas, epss):
+        self.lrs, self.betas, self.epss = lrs, betas, epss
+        self.m = [np.zeros_like(q) for q in params]
+        self.v = [np.zeros_like(q) for q in params]
+
+    def update(self, params, grads, step):
+        b1, b2 = self.betas
+        for k, (q, g) in enumerate(zip(params, grads)):
+            self.m[k] = b1 * self.m[k] + (1 - b1) * g
+            self.v[k] = b2 * self.v[k] + (1 - b2) * g**2
+            m_hat = self.m[k] / (1 - b1 ** step)
+            v_hat = self.v[k] / (1 - b2 ** step)
+            q -= self.lrs[k] * m_hat / (np.sqrt(v_hat) + self.epss[k])
+
+
+def _forward(net, W, B, a, mask_rng):
+    """One train pass of a minibatch: the output and, per layer, its (dropped) input, its
+    pre-activation and its noise multipliers (None where the layer has no dropout)."""
+    inputs, pre, noise = [], [], []
+    for i, layer in enumerate(net.layers):
+        m = None
+        if layer.dropout is not None and layer.keep_prob < 1:
+            m = layer.scheme.train(np.ones_like(a), layer.keep_prob, mask_rng)
+            a = a * m
+        noise.append(m)
+        inputs.append(a)
+        u = a @ W[i] + B[i]
+        pre.append(u)
+        a = activate(layer.activation, u)
+    return a, inputs, pre, noise
+
+
+def _backward(net, W, inputs, pre, noise, delta):
+    """Gradients of the loss w.r.t. weights and biases by backpropagation through the same masks."""
+    n_layers = len(net.layers)
+    grads_w, grads_b = [None] * n_layers, [None] * n_layers
+    for i in range(n_layers - 1, -1, -1):
+        grads_w[i] = inputs[i].T @ delta
+        grads_b[i] = delta.sum(axis=0)
+        if i:
+            back = delta @ W[i].T
+            if noise[i] is not None:
+                back = back * noise[i]
+            prev = net.layers[i - 1]
+            act_prev = activate(prev.activation, pre[i - 1])
+            delta = back * activation_grad(prev.activation, pre[i - 1], act_prev)
+    return grads_w + grads_b
+
+
 def train_mlp(net, X, y, *, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=10, batch_size=32,
               momentum=0.0, betas=(0.9, 0.999), eps=1e-8, weight_lr_scale=None, weight_eps_scale=None,
               seed=0, record_every=None):
@@ -118,9 +185,8 @@ def train_mlp(net, X, y, *, loss="cross_entropy", optimizer="sgd", lr=0.1, epoch
     B = [l.bias.copy() for l in net.layers]
     params = W + B
     lrs = w_lr + [lr] * n_layers
-    epss = w_eps + [eps] * n_layers
-    state1 = [np.zeros_like(q) for q in params]
-    state2 = [np.zeros_like(q) for q in params]
+    opt = (_SGD(params, lrs, momentum) if optimizer == "sgd"
+           else _Adam(params, lrs, betas, w_eps + [eps] * n_layers))
     order_rng, mask_rng = stream_rng(seed, "training_order"), stream_rng(seed, "training_masks")
     n = X.shape[0]
     hist_w, hist_b, losses = [], [], []
@@ -129,44 +195,11 @@ def train_mlp(net, X, y, *, loss="cross_entropy", optimizer="sgd", lr=0.1, epoch
         order = order_rng.permutation(n)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            a, inputs, pre, noise = X[idx], [], [], []
-            for i, layer in enumerate(net.layers):
-                m = None
-                if layer.dropout is not None and layer.keep_prob < 1:
-                    m = layer.scheme.train(np.ones_like(a), layer.keep_prob, mask_rng)
-                    a = a * m
-                noise.append(m)
-                inputs.append(a)
-                u = a @ W[i] + B[i]
-                pre.append(u)
-                a = activate(layer.activation, u)
-            value, delta = _loss_and_delta(a, y[idx], loss)
+            out, inputs, pre, noise = _forward(net, W, B, X[idx], mask_rng)
+            value, delta = _loss_and_delta(out, y[idx], loss)
             losses.append(value)
-            grads_w, grads_b = [None] * n_layers, [None] * n_layers
-            for i in range(n_layers - 1, -1, -1):
-                grads_w[i] = inputs[i].T @ delta
-                grads_b[i] = delta.sum(axis=0)
-                if i:
-                    back = delta @ W[i].T
-                    if noise[i] is not None:
-                        back = back * noise[i]
-                    prev = net.layers[i - 1]
-                    act_prev = activate(prev.activation, pre[i - 1])
-                    delta = back * activation_grad(prev.activation, pre[i - 1], act_prev)
             step += 1
-            grads = grads_w + grads_b
-            for k, (q, g) in enumerate(zip(params, grads)):
-                if optimizer == "sgd":
-                    if momentum:
-                        state1[k] = momentum * state1[k] + g
-                        g = state1[k]
-                    q -= lrs[k] * g
-                else:
-                    state1[k] = betas[0] * state1[k] + (1 - betas[0]) * g
-                    state2[k] = betas[1] * state2[k] + (1 - betas[1]) * g**2
-                    m_hat = state1[k] / (1 - betas[0] ** step)
-                    v_hat = state2[k] / (1 - betas[1] ** step)
-                    q -= lrs[k] * m_hat / (np.sqrt(v_hat) + epss[k])
+            opt.update(params, _backward(net, W, inputs, pre, noise, delta), step)
             if record_every and step % record_every == 0:
                 hist_w.append([w.copy() for w in W])
                 hist_b.append([b.copy() for b in B])
