@@ -111,6 +111,45 @@ def _gap_setup(n_units, n_out, seed):
     return h, w, b
 
 
+def _gap_network(act, depth, scheme, h, w, b, p, n_units, n_out, seed):
+    """The network of one inference-gap row and its one-layer pre-activation moments ``μ, s²``."""
+    if scheme == "dropconnect":
+        # train f((M∘W)h + b), eval f(pWh + b); bias re-centred so the eval μ is 1 too
+        b_dc = b + (1 - p) * h @ w
+        net = MLP((DenseLayer(w, b_dc, act, "dropconnect", p),))
+        return net, p * h @ w + b_dc, p * (1 - p) * (h**2) @ w**2  # Wan et al. 2013
+    if depth == 1:
+        net = MLP((DenseLayer(w, b, act, "inverted", p),))
+        return net, h @ w + b, (1 - p) / p * (h**2) @ w**2
+    rng = stream_rng(seed, "gap_draws")
+    w1 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
+    w2 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
+    net = MLP((DenseLayer(w1, np.zeros(n_units), "identity", "inverted", p),
+               DenseLayer(w2, np.full(n_units, 0.1), "identity", "inverted", p),
+               DenseLayer(w, b, "identity", "inverted", p)))
+    nan = np.full(n_out, np.nan)  # one-layer moments do not describe the deep net
+    return net, nan, nan
+
+
+#: The closed-form approximation of E f(u), u ~ N(μ, s²), compared with each activation's gap.
+_APPROXIMATION_NAMES = {"identity": "exact (linear)", "relu": "relu of a Gaussian",
+                        "sigmoid": "fast dropout (Wang & Manning)", "softmax": "normalised geometric mean",
+                        "selu": "SELU of a Gaussian", "tanh": "tanh of a Gaussian (quadrature)"}
+
+
+def _gap_approximation(act, mu, s2, eval_out):
+    """``(name, value)`` of the closed-form approximation of ``E f(u)`` for one activation."""
+    if act in ("identity", "softmax"):
+        value = eval_out  # linear: exact; softmax: the normalised geometric mean is the eval output
+    elif act == "relu":
+        value = _relu_gaussian_mean(mu, s2)
+    elif act == "sigmoid":
+        value = theory.fast_dropout_sigmoid_mean(mu, s2)
+    else:
+        value = gaussian_activation_mean(act, mu, s2)[0]
+    return _APPROXIMATION_NAMES[act], value
+
+
 def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=10, false_fail_rate=1e-6):
     """Inference gap ``Δ = E[train output] − eval output`` through one activation, per keep_prob.
 
@@ -157,22 +196,7 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
         n_out = 3 if act == "softmax" else 1
         h, w, b = _gap_setup(n_units, n_out, seed)
         for pi, p in enumerate(keep_probs):
-            if scheme == "dropconnect":
-                # train f((M∘W)h + b), eval f(pWh + b); bias re-centred so the eval μ is 1 too
-                b_dc = b + (1 - p) * h @ w
-                net = MLP((DenseLayer(w, b_dc, act, "dropconnect", p),))
-                mu, s2 = p * h @ w + b_dc, p * (1 - p) * (h**2) @ w**2  # Wan et al. 2013
-            elif depth == 1:
-                net = MLP((DenseLayer(w, b, act, "inverted", p),))
-                mu, s2 = h @ w + b, (1 - p) / p * (h**2) @ w**2
-            else:
-                rng = stream_rng(seed, "gap_draws")
-                w1 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
-                w2 = rng.standard_normal((n_units, n_units)) / np.sqrt(n_units)
-                net = MLP((DenseLayer(w1, np.zeros(n_units), "identity", "inverted", p),
-                           DenseLayer(w2, np.full(n_units, 0.1), "identity", "inverted", p),
-                           DenseLayer(w, b, "identity", "inverted", p)))
-                mu = s2 = np.full(n_out, np.nan)  # one-layer moments do not describe the deep net
+            net, mu, s2 = _gap_network(act, depth, scheme, h, w, b, p, n_units, n_out, seed)
             x = h[None, :]
             eval_out = net.predict(x)[0]
             mom = estimate_train_moments(net.bind(), x, draws=draws, seed=seed + 7919 * (ci * 100 + pi))
@@ -183,26 +207,15 @@ def inference_gap(keep_probs=DEFAULT_KEEP_PROBS, *, seed=0, draws=None, n_units=
                 exact = probs @ activate(act, kept @ w + net.layers[0].bias)
             else:
                 exact = eval_out  # linear in every mask: E = forward pass of the means [2]_
-            approx_mean = {
-                "identity": eval_out,
-                "relu": _relu_gaussian_mean(mu, s2),
-                "sigmoid": theory.fast_dropout_sigmoid_mean(mu, s2),
-                "softmax": eval_out,
-            }.get(act)
-            if approx_mean is None:
-                approx_mean = gaussian_activation_mean(act, mu, s2)[0]
-            approx_name = {"identity": "exact (linear)", "relu": "relu of a Gaussian",
-                           "sigmoid": "fast dropout (Wang & Manning)",
-                           "softmax": "normalised geometric mean", "selu": "SELU of a Gaussian"}.get(
-                act, "tanh of a Gaussian (quadrature)")
+            approx_name, approx_mean = _gap_approximation(act, mu, s2, eval_out)
             moment_matching = net.predict(x, rule="moment_matching")[0]
             for u in range(n_out):
                 unit = TrainMoments(mean=mom.mean[u:u + 1], var=mom.var[u:u + 1], n_draws=draws,
                                     seed=mom.seed)
                 d_zero = decide_with_dead_band(unit, eval_out[u], false_fail_rate=alpha_row,
-                                                 property="E[train output] equals eval output")
+                                               property="E[train output] equals eval output")
                 d_exact = decide_with_dead_band(unit, exact[u], false_fail_rate=alpha_row,
-                                                  property="MC mean equals the enumerated expectation")
+                                                property="MC mean equals the enumerated expectation")
                 rows.append({
                     "activation": act, "scheme": scheme, "depth": depth, "unit": u, "keep_prob": p,
                     "gap": d_zero.estimate - eval_out[u],
