@@ -10,31 +10,20 @@ import pandas as pd
 
 from stats_dropout.reporting.tables import REPORT_EXPERIMENTS
 
+#: The report's figures, in page order: name -> title. Captions are written from each run's
+#: data (:mod:`stats_dropout.reporting.figures`, ``caption_<name>``), so they describe only the
+#: schemes and panels that run computed.
 FIGURES = {
-    "bias": ("Mean bias vs keep_prob",
-             "Relative bias β of the train output, E[train] = (1 + β)·eval, with 95 % confidence "
-             "bands. Left: every scheme with a mean contract stays inside the TOST margin at every "
-             "keep_prob. Right: alpha dropout promises moments over N(0, 1) inputs only, so per "
-             "input its mean moves; the no-rescale bug is biased by exactly p − 1."),
-    "variance": ("Variance: Monte Carlo vs theory",
-                 "Per-unit variance of the train output (mean over the probe's units): dots are "
-                 "Monte-Carlo estimates with 95 % intervals, lines the closed forms of THEORY.md "
-                 "(x²(1−p)/p for inverted dropout). Dropout's noise grows without bound as "
-                 "keep_prob falls."),
-    "norm_inflation": ("Norm inflation",
-                       "E‖D∘A/p‖ / ‖A‖ on the thread's 3×4 matrix and on random matrices, with 95 % "
-                       "intervals: the 1/keep_prob rescale keeps each unit's mean but inflates the "
-                       "2-norm by about 1/√p; without it the norm shrinks by about √p."),
-    "inference_gap": ("Inference gap per activation",
-                      "E[f(train)] − f(eval) for one dropped layer feeding an activation f: zero for "
-                      "the identity (linear networks are exact), non-zero after ReLU, tanh, sigmoid, "
-                      "SELU and softmax. Bars: simultaneous intervals; line: exact enumeration where "
-                      "available."),
-    "mc_averaging": ("MC averaging vs weight scaling",
-                     "Test error on scikit-learn's digits of the average of k stochastic passes "
-                     "against the one-pass weight-scaled network (dashed, with its interval), "
-                     "across independently trained networks."),
+    "bias": "Mean bias vs keep_prob",
+    "variance": "Variance: Monte Carlo vs theory",
+    "norm_inflation": "Norm inflation",
+    "inference_gap": "Inference gap per activation",
+    "mc_averaging": "MC averaging vs weight scaling",
 }
+
+#: The report figure that shows each claim's measurement, where there is one.
+CLAIM_FIGURES = {"C01a": "bias", "C01b": "inference_gap", "C02": "variance", "C05": "norm_inflation",
+                 "C16": "mc_averaging"}
 
 
 _CSS = """
@@ -71,11 +60,14 @@ def _styled(frame, uuid, *, precision=4, columns=None):
     return styler.to_html()
 
 
-def _ledger_html(ledger):
+def _ledger_html(ledger, figures=()):
     from html import escape
 
     rows = []
     for r in ledger.itertuples(index=False):
+        shown = CLAIM_FIGURES.get(r.id)
+        see = (f"<br><small>See <a href='#fig-{shown}'>{escape(FIGURES[shown])}</a>.</small>"
+               if shown in figures else "")
         cls = _VERDICT_CLASS.get(r.verdict, "")
         ci = ("" if r.ci_low == r.ci_high else
               f"<br><small>{100 * r.confidence_level:g} % CI [{r.ci_low:.5g}, {r.ci_high:.5g}]</small>")
@@ -83,7 +75,7 @@ def _ledger_html(ledger):
         rows.append(
             f"<tr id='{r.id}'><td><b>{r.id}</b></td><td>{escape(r.claim)}</td>"
             f"<td class='{cls}'><b>{escape(r.verdict)}</b></td>"
-            f"<td>{escape(r.figure_name)}: <b>{r.figure:.6g}</b>{ci}</td>"
+            f"<td>{escape(r.figure_name)}: <b>{r.figure:.6g}</b>{ci}{see}</td>"
             f"<td>{escape(r.explanation)}<br><small>Measured by: {escape(r.measurement)} "
             f"Seed {r.seed}, {r.draws} draws{kp}.</small></td></tr>")
     return ("<table class='ledger'><thead><tr><th>id</th><th>claim (from the thread)</th>"
@@ -91,8 +83,20 @@ def _ledger_html(ledger):
             + "".join(rows) + "</tbody></table>")
 
 
+def _table_level(table):
+    if table is None or "confidence_level" not in table:
+        return "own-level"
+    return f"{100 * float(table['confidence_level'].iloc[0]):.8g} %"
+
+
 def render_page(summary, ledger, tables, figures, metadata):
+    """The report page. ``figures`` maps a :data:`FIGURES` name to ``{"svg", "caption"}``;
+    ``metadata`` is ``metadata.json``'s content. Nothing that changes between two runs with the
+    same options (the date, the run time) is put on the page, so equal options give equal bytes.
+    """
     from html import escape
+
+    from stats_dropout.studies.claims.common import LEVEL, THREAD_CITATION
 
     v = metadata["versions"]
     sweep = metadata["sweep"]
@@ -101,11 +105,16 @@ def render_page(summary, ledger, tables, figures, metadata):
                              ("holds", "holds in expectation only", "holds approximately", "false")
                              if k in counts)
     fig_html = []
-    for name, (title, caption) in FIGURES.items():
+    sweep_level = f"{100 * float(sweep['confidence_level']):g} %"
+    formats = metadata.get("figure_formats", ["svg", "png"])
+    for name, title in FIGURES.items():
+        if name not in figures:
+            continue
+        files = ", ".join(f"<code>figures/{name}.{ext}</code>" for ext in formats)
+        stand = f" (Standalone files: {files}.)" if files else ""
         fig_html.append(f"<figure id='fig-{name}'><h3>{escape(title)}</h3>"
                         f"{_inline_svg(figures[name]['svg'])}"
-                        f"<figcaption>{escape(caption)} (Standalone files: "
-                        f"<code>figures/{name}.svg</code>, <code>figures/{name}.png</code>.)"
+                        f"<figcaption>{escape(figures[name]['caption'])}{stand}"
                         f"</figcaption></figure>")
     summary_cols = ["scheme", "keep_prob", "contract", "n_draws", "relative_bias",
                     "relative_bias_ci_low", "relative_bias_ci_high", "equivalent", "var_theory",
@@ -138,19 +147,26 @@ Every number can be reproduced with <code>stats-dropout report --out DIR --seed 
 
 <h2 id="ledger">Claims ledger</h2>
 <p>Each claim of the thread (paraphrased), the verdict computed from its measurement at run
-time ({verdict_line}), the figure that decides it with its confidence interval, and one
-sentence. Verdicts: <b>holds</b>; <b>holds in expectation only</b> (true of the average over
-masks, not of a single pass); <b>holds approximately</b>; <b>false</b>.</p>
-<div class="scroll">{_ledger_html(ledger)}</div>
+time ({verdict_line}), the figure that decides it with its {100 * LEVEL:g} % confidence interval,
+and one sentence. Verdicts: <b>holds</b>; <b>holds in expectation only</b> (true of the average
+over masks, not of a single pass); <b>holds approximately</b>; <b>false</b>. The thread's
+"output at test time equals the expected output at training time" is two claims: C01a for the
+dropout layer itself, C01b through a nonlinearity after it. Claims run at the thread's
+keep_prob 0.8, except C08 and C17 (0.86, the value the course's dropout assignment trains with)
+and C16 (the digits network's 0.5).</p>
+<p class="source"><b>Source.</b> {escape(THREAD_CITATION)} Its paper: N. Srivastava, G. Hinton,
+A. Krizhevsky, I. Sutskever, R. Salakhutdinov, “Dropout: a simple way to prevent neural
+networks from overfitting”, JMLR 15 (2014).</p>
+<div class="scroll">{_ledger_html(ledger, figures)}</div>
 
 <h2 id="figures">Figures</h2>
 {''.join(fig_html)}
 
 <h2 id="summary">Sweep: schemes × keep_prob (<code>summary.csv</code>)</h2>
-<p>Relative bias β (E[train] = (1 + β)·eval) by the projection ratio, with its 95 % interval;
+<p>Relative bias β (E[train] = (1 + β)·eval) by the projection ratio, with its {sweep_level} interval;
 <code>equivalent</code> is the TOST decision that |β| &lt; {sweep['tost_margin']:g} at level 0.05;
 variance ratio = empirical / theoretical per-unit variance; keep rate over independent mask
-entries with its exact (Clopper–Pearson) 95 % interval. <code>no_rescale</code> is a
+entries with its exact (Clopper–Pearson) {sweep_level} interval. <code>no_rescale</code> is a
 deliberately wrong implementation shown for contrast. Alpha dropout's contract is
 distribution-level (moments over N(0, 1) inputs), so its per-input bias is expected.</p>
 <div class="scroll">{_styled(summary, "summary", columns=summary_cols)}</div>
@@ -168,18 +184,20 @@ leaves the others unchanged. Monte-Carlo draws come in blocks with their own
 scheme equivalent within ±{sweep['tost_margin']:g} (relative) with probability 0.999, computed
 from the exact variance of the statistic, at least 2000 and at most
 {'200000' if options['draws'] is None else options['draws']}. Claims: sizes computed the same
-way at a 99 % level (TOST level 0.01, power 0.999){draws_cap}.</li>
-<li><b>Error rates.</b> Sweep intervals are 95 % per cell (so about one correct cell in twenty
+way at a {100 * LEVEL:g} % level (TOST level {1 - LEVEL:g}, power 0.999){draws_cap}.</li>
+<li><b>Error rates.</b> Sweep intervals are {sweep_level} per cell (so about one correct cell in twenty
 has an interval missing 0 by chance; the TOST verdict is the decision). Ledger intervals are
-99 %; "differs" means the 99 % interval excludes the value; "equal within ε" is a TOST at level
-0.01. Experiment tables state their own levels and false-fail rates (columns
+{100 * LEVEL:g} %, every one (C16 re-expresses the digits table's
+{_table_level(tables.get("mc_averaging"))} intervals at {100 * LEVEL:g} %); "differs" means the
+{100 * LEVEL:g} % interval excludes the value; "equal within ε" is a TOST at level {1 - LEVEL:g}.
+Experiment tables state their own levels and false-fail rates (columns
 <code>confidence_level</code>, <code>pvalue</code>, <code>rejected</code>).</li>
 <li><b>Probe.</b> Sweep cells use a standardised normal array of shape (32, 4, 8): batch,
 channels or time, features.</li>
 <li><b>Versions.</b> {escape(versions)}; source commit
 <code>{escape(str(metadata['source']['git_commit']))}</code>{dirty}.</li>
-<li><b>Run.</b> {escape(metadata['timestamp'])}, {metadata['runtime_seconds']} s.
-Options: {escape(json.dumps(options))}. Full details in <code>metadata.json</code>.</li>
+<li><b>Run.</b> Options: {escape(json.dumps(options))}. The date and the run time are in
+<code>metadata.json</code> only, so that the same options give a byte-identical page.</li>
 </ul>
 </body></html>
 """

@@ -90,7 +90,7 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     runtime = time.perf_counter() - started
     metadata = _metadata(seed=seed, draws=draws, keep_probs=keep_probs, schemes=schemes,
                          executor=executor, runtime=runtime, summary=summary,
-                         experiment_options=experiment_options)
+                         experiment_options=experiment_options, figure_formats=figure_formats)
     files["metadata"] = os.path.join(out, "metadata.json")
     atomic_write_text(files["metadata"], json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     files["index"] = os.path.join(out, "index.html")
@@ -104,18 +104,21 @@ def _write_figures(out, summary, tables, formats=("svg", "png")):
 
     directory = os.path.join(out, "figures")
     os.makedirs(directory, exist_ok=True)
+    # name -> (plot, caption, data); a figure whose data the run did not compute is left out.
     makers = {
-        "bias": lambda: fg.plot_bias(summary),
-        "variance": lambda: fg.plot_variance(summary),
-        "norm_inflation": lambda: fg.plot_norm_inflation(tables["norm_table"]),
-        "inference_gap": lambda: fg.plot_inference_gap(tables["inference_gap"]),
-        "mc_averaging": lambda: fg.plot_mc_averaging(tables["mc_averaging"]),
+        "bias": (fg.plot_bias, fg.caption_bias, summary),
+        "variance": (fg.plot_variance, fg.caption_variance, summary),
+        "norm_inflation": (fg.plot_norm_inflation, fg.caption_norm_inflation, tables.get("norm_table")),
+        "inference_gap": (fg.plot_inference_gap, fg.caption_inference_gap, tables.get("inference_gap")),
+        "mc_averaging": (fg.plot_mc_averaging, fg.caption_mc_averaging, tables.get("mc_averaging")),
     }
     result = {}
-    for name, make in makers.items():
+    for name, (plot, caption, data) in makers.items():
+        if data is None or len(data) == 0 or (name == "variance" and not fg.variance_schemes(data)):
+            continue
         stem = os.path.join(directory, name)
-        svg = fg.save_figure(make(), stem, formats=formats)
-        result[name] = {"svg": svg, "path": stem + ".svg"}
+        svg = fg.save_figure(plot(data), stem, formats=formats)
+        result[name] = {"svg": svg, "caption": caption(data), "path": stem + ".svg"}
     return result
 
 
@@ -152,7 +155,8 @@ def _source_revision():
     return commit or None, bool(status.strip())
 
 
-def _metadata(*, seed, draws, keep_probs, schemes, executor, runtime, summary, experiment_options):
+def _metadata(*, seed, draws, keep_probs, schemes, executor, runtime, summary, experiment_options,
+              figure_formats=("svg", "png")):
     import datetime
 
     experiments = {name: {k: (list(v) if isinstance(v, tuple) else v)
@@ -164,11 +168,13 @@ def _metadata(*, seed, draws, keep_probs, schemes, executor, runtime, summary, e
         "options": {"draws": draws, "keep_probs": list(keep_probs),
                     "schemes": None if schemes is None else list(schemes), "executor": executor},
         "experiments": experiments,
+        "figure_formats": list(figure_formats),
         "sweep": {"cells": int(len(summary)), "total_draws": int(summary["n_draws"].sum()),
                   "tost_margin": float(summary["tost_margin"].iloc[0]),
                   "confidence_level": float(summary["confidence_level"].iloc[0])},
         "versions": _versions(),
         "source": dict(zip(("git_commit", "uncommitted_changes"), _source_revision())),
+        # The date and the run time live here only, never in index.html (byte-identical pages).
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "runtime_seconds": round(runtime, 1),
     }

@@ -30,9 +30,13 @@ def _bias(bias, half, *, margin=0.01, equivalent=None):
             "rejected": low > 0 or high < 0}
 
 
-def _gaps(relu, sigmoid, half=0.01):
-    return {"relu": {"relative_gap": relu, "ci_low": relu - half, "ci_high": relu + half},
-            "sigmoid": {"relative_gap": sigmoid, "ci_low": sigmoid - half, "ci_high": sigmoid + half}}
+def _gaps(relu, sigmoid, half=0.01, *, margin=0.01):
+    def one(v):
+        return {"relative_gap": v, "se": half / 2.576, "ci_low": v - half, "ci_high": v + half,
+                "equivalent": -margin < v - half and v + half < margin}
+
+    return {"gaps": {"relu": one(relu), "sigmoid": one(sigmoid)}, "margin": margin,
+            "z_eval": 0.5, "n_inputs": 20}
 
 
 def _c05(ratio, half, equivalent):
@@ -82,7 +86,7 @@ def _c14(ratio, p, dev):
 
 
 def _c16(diff, half):
-    return {"meet_k": 50, "last_k": 1000, "last_mc": 0.04, "last_ws": 0.04, "diff": diff,
+    return {"meet_k": 50, "last_k": 1000, "confidence_level": 0.99, "last_mc": 0.04, "last_ws": 0.04, "diff": diff,
             "ci_low": diff - half, "ci_high": diff + half, "first_diff": 0.12, "first_k": 1,
             "n_seeds": 4, "keep_prob": 0.5}
 
@@ -95,11 +99,16 @@ def _c17(agreement, low, high, rejected):
 
 # (claim, measurement, expected verdict): every claim appears with at least two verdicts.
 CASES = [
-    ("C01", {"layer": _bias(0.0, 0.002), "gaps": _gaps(0.14, -0.01)}, APPROXIMATELY),
-    ("C01", {"layer": _bias(0.0, 0.002), "gaps": _gaps(0.0, 0.0)}, HOLDS),
-    ("C01", {"layer": _bias(0.2, 0.002), "gaps": _gaps(0.0, 0.0)}, FALSE),
+    # C01a: the dropout layer's own expectation
+    ("C01a", {"layer": _bias(0.0, 0.002)}, HOLDS),
+    ("C01a", {"layer": _bias(0.2, 0.002)}, FALSE),
     # too few draws: not shown equal, not shown different -> not "false"
-    ("C01", {"layer": _bias(0.0, 0.04), "gaps": _gaps(0.0, 0.0)}, APPROXIMATELY),
+    ("C01a", {"layer": _bias(0.0, 0.04)}, APPROXIMATELY),
+    # C01b: through a ReLU downstream (the measured gap is about +14 %)
+    ("C01b", _gaps(0.14, -0.01, 0.002), FALSE),
+    ("C01b", _gaps(0.0, 0.0, 0.002), HOLDS),
+    ("C01b", _gaps(0.005, 0.0, 0.002), APPROXIMATELY),  # resolved, but within the margin
+    ("C01b", _gaps(0.0, 0.0, 0.05), APPROXIMATELY),  # not resolved either way
     ("C02", {"spread": 0.25, "ci_low": 0.249, "ci_high": 0.251, "theory": 0.25, "zeroed": 0.2}, FALSE),
     ("C02", {"spread": 0.0, "ci_low": -0.001, "ci_high": 0.001, "theory": 0.25, "zeroed": 0.0}, HOLDS),
     ("C03", {"by_keep_prob": [dict(_bias(0.001, 0.003), keep_prob=p) for p in (0.2, 0.8)],
@@ -162,7 +171,7 @@ def test_every_claim_has_at_least_two_verdicts_in_the_table():
     seen = {}
     for cid, _, verdict in CASES:
         seen.setdefault(cid, set()).add(verdict)
-    assert set(seen) == set(CLAIMS) == {f"C{i:02d}" for i in range(1, 18)}
+    assert set(seen) == set(CLAIMS) == {"C01a", "C01b"} | {f"C{i:02d}" for i in range(2, 18)}
     assert all(len(v) >= 2 for v in seen.values()), seen
 
 
@@ -192,7 +201,8 @@ def test_thread_matrix_is_the_threads():
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    ({"claim_id": "C99"}, ValueError, "`claim_id` must be one of C01"),
+    ({"claim_id": "C99"}, ValueError, "`claim_id` must be one of C01a, C01b, C02"),
+    ({"claim_id": "C01"}, ValueError, "`claim_id` must be one of"),  # split into C01a and C01b
     ({"claim_id": "C06", "seed": -1}, ValueError, "`seed` must be a non-negative integer; got -1"),
     ({"claim_id": "C06", "keep_prob": 1.5}, ValueError, "`keep_prob` must be in \\(0, 1\\]; got 1.5"),
     ({"claim_id": "C06", "max_draws": 0}, ValueError, "`max_draws` must be a positive integer; got 0"),
@@ -241,3 +251,74 @@ def test_tables_are_reused_not_recomputed(monkeypatch):
     assert len(calls) == 1 and calls[0] == {"seed": 0}
     assert r14.verdict == r15.verdict == HOLDS
     assert math.isclose(r14.figure, 0.8)
+
+
+# --- the ledger says exactly what was measured ------------------------------------------------
+def test_c01_is_two_claims_with_their_own_verdicts():
+    assert list(CLAIMS)[:3] == ["C01a", "C01b", "C02"]
+    assert "dropout layer itself" in CLAIMS["C01a"]["claim"]
+    assert "nonlinearity" in CLAIMS["C01b"]["claim"]
+    a = claims.evaluate_claim("C01a", max_draws=2000)
+    assert a.verdict == HOLDS and a.confidence_level == claims.LEVEL
+    assert a.ci_low < 0 < a.ci_high
+    # C01b's measurement, other numbers: the verdict follows them.
+    b = claims.decide_c01b(_gaps(0.143, -0.0098, 0.002))
+    assert b.verdict == FALSE and "+14.3 %" in b.explanation
+    assert claims.decide_c01b(_gaps(0.0, 0.0, 0.002)).verdict == HOLDS
+
+
+def _mc_table(diff, half95, n_seeds=4, ks=(1, 10, 100)):
+    """An mc_averaging table whose paired-difference intervals are 95 % t intervals."""
+    from scipy import stats
+
+    se = half95 / stats.t.ppf(0.975, n_seeds - 1)
+    diff = np.asarray(diff, float)
+    return pd.DataFrame({"k": list(ks), "error_mc": 0.04 + diff, "error_weight_scaling": 0.04,
+                         "diff": diff, "diff_ci_low": diff - half95, "diff_ci_high": diff + half95,
+                         "not_worse": diff - half95 <= 0, "n_seeds": n_seeds, "keep_prob": 0.5,
+                         "confidence_level": 0.95, "se": se})
+
+
+def test_c16_interval_is_at_the_ledgers_level_not_the_tables():
+    from scipy import stats
+
+    # At k = 100 the 95 % interval [0.002, 0.018] excludes 0 (the table calls MC worse); at the
+    # ledger's 99 % it is wider and reaches 0, so the verdict changes with the level too.
+    table = _mc_table([0.1, 0.03, 0.01], 0.008)
+    m = claims.measure_c16(claims.ClaimSettings(tables={"mc_averaging": table}))
+    ratio = stats.t.ppf(0.995, 3) / stats.t.ppf(0.975, 3)
+    assert m["confidence_level"] == claims.LEVEL
+    assert (m["ci_high"] - m["ci_low"]) / 2 == pytest.approx(0.008 * ratio, rel=1e-12)
+    assert m["ci_low"] < 0 < m["ci_high"]
+    assert claims.decide_c16(m).verdict == APPROXIMATELY
+    r = claims.evaluate_claim("C16", tables={"mc_averaging": table})
+    assert r.confidence_level == claims.LEVEL == 0.99
+    # A clearly positive gap stays "false" at 99 %.
+    far = claims.measure_c16(claims.ClaimSettings(tables={"mc_averaging": _mc_table([0.1, 0.05, 0.03], 0.004)}))
+    assert far["ci_low"] > 0 and claims.decide_c16(far).verdict == FALSE and far["meet_k"] is None
+
+
+def test_an_interval_at_another_level_is_refused(monkeypatch):
+    measured = claims.measure_c06(claims.ClaimSettings())
+    monkeypatch.setitem(claims.CLAIMS["C06"], "measure", lambda s: dict(measured, confidence_level=0.95))
+    with pytest.raises(AssertionError, match="level 0.95, not the ledger's 0.99"):
+        claims.evaluate_claim("C06")
+
+
+def test_course_keep_prob_is_explained_where_it_is_used():
+    assert claims.COURSE_KEEP_PROB == 0.86
+    for cid in ("C08", "C17"):
+        assert "0.86" in CLAIMS[cid]["measurement"] and "course" in CLAIMS[cid]["measurement"]
+    v08 = claims.decide_c08(_c08(0.943, 0.002, False))
+    v17 = claims.decide_c17(dict(_c17(1.0, 0.9996, 1.0, True), keep_prob=0.86))
+    for v in (v08, v17):
+        assert claims.COURSE_KEEP_PROB_NOTE in v.explanation
+
+
+def test_the_thread_is_cited():
+    assert claims.THREAD["title"] == "Inverted Dropout"
+    assert "Inverted Dropout" in claims.THREAD_CITATION and "@paulinpaloalto" in claims.THREAD_CITATION
+    import pathlib
+
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "CLAIMS.md").read_text(encoding="utf-8")
+    assert "Inverted Dropout" in doc and "C01a" in doc and "C01b" in doc

@@ -1,7 +1,10 @@
 """The claims ledger: every claim of the seed forum thread, answered by a measurement.
 
-``docs/CLAIMS.md`` lists seventeen claims (C01–C17) that learners and a mentor made about
-inverted dropout. Each claim here has two functions:
+``docs/CLAIMS.md`` lists the claims (C01a, C01b, C02–C17) that learners and a mentor made about
+inverted dropout in the forum thread "Inverted Dropout" (``/work/shared/seed/``; cited in
+docs/CLAIMS.md). C01 of the thread ("output at test time equals the expected output at
+training time") is two claims with two verdicts: C01a, the dropout layer's own expectation, and
+C01b, the same through a nonlinearity downstream. Each claim here has two functions:
 
 ``measure_cNN(settings) -> dict``
     Runs the experiment (seeded Monte Carlo, exact enumeration or a recomputation) and returns
@@ -25,7 +28,7 @@ Layout (a subpackage since the module outgrew 500 lines):
 
 ``common``         verdict names, conventions (:data:`LEVEL`, :data:`TOST_ALPHA`, :data:`POWER`),
                    result types and the shared measurement helpers;
-``single_layer``   C01–C06, C11–C13;
+``single_layer``   C01a, C01b, C02–C06, C11–C13;
 ``training``       C07, C10, C14–C16;
 ``masks``          C08, C09, C17;
 ``ledger``         the claim texts, :data:`CLAIMS`, :func:`evaluate_claim`, :func:`claims_ledger`.
@@ -41,6 +44,8 @@ from stats_dropout.studies.claims.common import (
     LEDGER_COLUMNS,
     LEVEL,
     POWER,
+    THREAD,
+    THREAD_CITATION,
     THREAD_NORM_A,
     THREAD_NORM_B,
     TOST_ALPHA,
@@ -59,6 +64,7 @@ from stats_dropout.studies.claims.ledger import (
 from stats_dropout.studies.claims.masks import (
     COURSE_HIDDEN,
     COURSE_KEEP_PROB,
+    COURSE_KEEP_PROB_NOTE,
     course_style_forward,
     decide_c08,
     decide_c09,
@@ -68,10 +74,12 @@ from stats_dropout.studies.claims.masks import (
     measure_c17,
 )
 from stats_dropout.studies.claims.single_layer import (
+    C01B_MARGIN,
     C03_KEEP_PROBS,
     C04_VALUES,
     C12_PASSES,
-    decide_c01,
+    decide_c01a,
+    decide_c01b,
     decide_c02,
     decide_c03,
     decide_c04,
@@ -80,7 +88,8 @@ from stats_dropout.studies.claims.single_layer import (
     decide_c11,
     decide_c12,
     decide_c13,
-    measure_c01,
+    measure_c01a,
+    measure_c01b,
     measure_c02,
     measure_c03,
     measure_c04,
@@ -112,6 +121,8 @@ __all__ = [
     "LEDGER_COLUMNS",
     "LEVEL",
     "POWER",
+    "THREAD",
+    "THREAD_CITATION",
     "THREAD_NORM_A",
     "THREAD_NORM_B",
     "TOST_ALPHA",
@@ -126,6 +137,7 @@ __all__ = [
     "format_ledger",
     "COURSE_HIDDEN",
     "COURSE_KEEP_PROB",
+    "COURSE_KEEP_PROB_NOTE",
     "course_style_forward",
     "decide_c08",
     "decide_c09",
@@ -136,7 +148,9 @@ __all__ = [
     "C03_KEEP_PROBS",
     "C04_VALUES",
     "C12_PASSES",
-    "decide_c01",
+    "C01B_MARGIN",
+    "decide_c01a",
+    "decide_c01b",
     "decide_c02",
     "decide_c03",
     "decide_c04",
@@ -145,7 +159,8 @@ __all__ = [
     "decide_c11",
     "decide_c12",
     "decide_c13",
-    "measure_c01",
+    "measure_c01a",
+    "measure_c01b",
     "measure_c02",
     "measure_c03",
     "measure_c04",

@@ -28,6 +28,19 @@ POWER = 0.999
 #: Floating-point dead band for exact identities (relative).
 EXACT_RTOL = 64 * np.finfo(np.float64).eps
 
+#: The forum thread the claims come from, as far as the saved copy identifies it: its title, the
+#: people in it, what it quotes. The copy names neither the forum nor a date.
+THREAD = {
+    "title": "Inverted Dropout",
+    "forum": ("the discussion forum of Prof Ng's deep-learning course (learners and the volunteer "
+              "mentor @paulinpaloalto); the saved text does not name the forum"),
+    "year": ("not stated in the saved text; it quotes Srivastava et al. (JMLR, 2014), so it is "
+             "later than 2014"),
+    "copy": "seed/000_caeb4e1c4e83c7e2.txt",
+}
+THREAD_CITATION = (f"“{THREAD['title']}”, a thread on {THREAD['forum']}. Year: {THREAD['year']}. "
+                   f"Saved copy: {THREAD['copy']}.")
+
 #: The thread's 3×4 matrix: ``np.random.seed(42); np.random.randn(3, 4)``, and its two norms.
 THREAD_NORM_A = 2.672810732482017
 THREAD_NORM_B = 3.3410134156025215

@@ -29,9 +29,13 @@ from stats_dropout.studies.claims.common import (
 )
 
 # --- C08 --------------------------------------------------------------------------------------
-#: The course network's hidden layers (20 and 3 units) and its keep_prob.
+#: The course network's hidden layers (20 and 3 units) and its keep_prob: the course's dropout
+#: assignment trains with keep_prob = 0.86, so C08 and C17 run at 0.86, not at the thread's 0.8.
 COURSE_HIDDEN = (20, 3)
 COURSE_KEEP_PROB = 0.86
+#: Said wherever a C08 / C17 number is printed, so a 0.86 next to the thread's 0.8 is not a typo.
+COURSE_KEEP_PROB_NOTE = (f"keep_prob {COURSE_KEEP_PROB:g} is the course's value — its dropout assignment "
+                         f"trains with {COURSE_KEEP_PROB:g} — not the thread's 0.8")
 
 
 def _distinct_fraction(codes):
@@ -69,6 +73,13 @@ def measure_c08(settings, *, batch=100):
             "keep_prob": p, "draws": 2 * n}
 
 
+def _keep_note(m):
+    p = m.get("keep_prob", COURSE_KEEP_PROB)
+    if p == COURSE_KEEP_PROB:
+        return COURSE_KEEP_PROB_NOTE
+    return f"keep_prob {p:g}"
+
+
 def decide_c08(m):
     fr, sh, b = m["per_sample"], m["shared"], m["batch"]
     fig = f"distinct thinned networks ÷ examples, per-sample masks, batch of {b}"
@@ -78,13 +89,14 @@ def decide_c08(m):
     if m["equivalent_to_all"]:
         return Verdict(HOLDS, fig, fr["fraction"], *fr["ci"],
                        f"With per-sample masks each of the {b} examples gets its own thinned network "
-                       f"({100 * fr['fraction']:.2f} % distinct); a batch-shared mask gives one.")
+                       f"({100 * fr['fraction']:.2f} % distinct); a batch-shared mask gives one. "
+                       f"({_keep_note(m)}.)")
     return Verdict(APPROXIMATELY, fig, fr["fraction"], *fr["ci"],
                    f"With per-sample masks (the course's way) the {b} examples of an iteration use "
                    f"about {b * fr['fraction']:.1f} different thinned networks, not exactly {b}: with "
                    f"only {m['units']} hidden units at keep_prob {m['keep_prob']:g} some examples draw "
                    f"the same mask (theory {b * m['expected_fraction']:.1f}); a batch-shared mask "
-                   f"gives {b * sh['fraction']:.0f}.")
+                   f"gives {b * sh['fraction']:.0f}. ({_keep_note(m)}.)")
 
 
 # --- C09 --------------------------------------------------------------------------------------
@@ -206,10 +218,11 @@ def decide_c17(m):
                        f"forward function makes every iteration draw the same masks (agreement "
                        f"{r['agreement']:.3f}, {r['identical_iterations']} of {m['iterations'] - 1} "
                        f"successive iterations identical). Without the reseed the agreement is "
-                       f"{plain['agreement']:.3f}, as independent masks give (p² + (1−p)² = {q:.4f}).")
+                       f"{plain['agreement']:.3f}, as independent masks give (p² + (1−p)² = {q:.4f}; "
+                       f"{_keep_note(m)}).")
     if not r["rejected"]:
         return Verdict(HOLDS, fig, r["agreement"], *r["ci"],
                        f"Successive iterations drop different units (agreement {r['agreement']:.3f}, "
-                       f"independent masks {q:.4f}).")
+                       f"independent masks {q:.4f}; {_keep_note(m)}).")
     return Verdict(APPROXIMATELY, fig, r["agreement"], *r["ci"],
                    f"Masks change between iterations but not independently (agreement {r['agreement']:.3f}).")

@@ -45,10 +45,41 @@ def _downstream_setup(seed, n_units=20):
     return a, w, b
 
 
-def measure_c01(settings):
+def measure_c01a(settings):
+    """The dropout layer's own expectation: relative bias of an inverted layer's mean train
+    output against its eval output (TOST ±1 %)."""
     p, seed = settings.keep_prob, settings.seed
     x = scheme_probe(seed=seed)
     layer = measure_relative_bias("inverted", p, x, x, seed, settings, margin=0.01)
+    return {"layer": layer, "keep_prob": p, "draws": layer["n"]}
+
+
+def decide_c01a(m):
+    layer = m["layer"]
+    fig = "relative bias of E[train] vs eval (the inverted dropout layer itself)"
+    if layer["rejected"] and not layer["equivalent"]:
+        return Verdict(FALSE, fig, layer["bias"], layer["ci_low"], layer["ci_high"],
+                       f"The layer's mean train output differs from its eval output by "
+                       f"{100 * layer['bias']:+.2f} %: the equality does not hold here.")
+    if not layer["equivalent"]:  # neither shown equal nor shown different: too few draws
+        return Verdict(APPROXIMATELY, fig, layer["bias"], layer["ci_low"], layer["ci_high"],
+                       f"No difference was detected ({100 * layer['bias']:+.2f} %), but these draws "
+                       f"cannot resolve it to ±{100 * layer['margin']:g} %; run with more draws.")
+    return Verdict(HOLDS, fig, layer["bias"], layer["ci_low"], layer["ci_high"],
+                   f"For the dropout layer itself the average train output equals the test output: "
+                   f"measured {100 * layer['bias']:+.3f} %, shown equal within "
+                   f"±{100 * layer['margin']:g} %. This is what the 1/keep_prob is for; any single "
+                   f"pass still differs (C03).")
+
+
+#: Equivalence margin of C01b on the relative gap after the nonlinearity (as C01a's on the layer).
+C01B_MARGIN = 0.01
+
+
+def measure_c01b(settings):
+    """Through a nonlinearity: the relative gap ``(E[f(z_train)] − f(z_eval)) / f(z_eval)`` of
+    one ReLU unit and one sigmoid unit fed by the inverted dropout layer's output."""
+    p, seed = settings.keep_prob, settings.seed
     a, w, b = _downstream_setup(seed)
     scheme = get_scheme("inverted")
     z_eval = float(w @ a + b)
@@ -66,38 +97,40 @@ def measure_c01(settings):
     mean, se, n = scalar_moments(scheme.bind(p), a, statistic, draws, seed + 1)
     gaps = {}
     for j, act in enumerate(("relu", "sigmoid")):
-        rel, rel_se = mean[j] / eval_out[act], se[j] / eval_out[act]
+        rel, rel_se = float(mean[j] / eval_out[act]), float(se[j] / eval_out[act])
         low, high = t_interval_floats(rel, rel_se, n)
-        gaps[act] = {"relative_gap": float(rel), "ci_low": low, "ci_high": high}
-    return {"layer": layer, "gaps": gaps, "gap_draws": n, "keep_prob": p,
-            "draws": layer["n"] + n}
+        tost = decide_equivalence(rel, rel_se, C01B_MARGIN, df=max(n - 1, 1), alpha=TOST_ALPHA)
+        gaps[act] = {"relative_gap": rel, "se": rel_se, "ci_low": low, "ci_high": high,
+                     "equivalent": bool(tost.equivalent)}
+    return {"gaps": gaps, "margin": C01B_MARGIN, "z_eval": z_eval, "n_inputs": len(a),
+            "keep_prob": p, "draws": n}
 
 
-def decide_c01(m):
-    layer, relu = m["layer"], m["gaps"]["relu"]
-    sig = m["gaps"]["sigmoid"]
-    if layer["rejected"]:
-        return Verdict(FALSE, "relative bias of E[train] vs eval (inverted layer)", layer["bias"],
-                       layer["ci_low"], layer["ci_high"],
-                       f"The layer's mean train output differs from its eval output by "
-                       f"{100 * layer['bias']:.2f} % — the equality does not hold here.")
-    if not layer["equivalent"]:  # neither shown equal nor shown different: too few draws
-        return Verdict(APPROXIMATELY, "relative bias of E[train] vs eval (inverted layer)", layer["bias"],
-                       layer["ci_low"], layer["ci_high"],
-                       f"No difference was detected ({100 * layer['bias']:+.2f} %), but these draws "
-                       f"cannot resolve it to ±{100 * layer['margin']:g} %; run with more draws.")
-    gap_seen = interval_excludes(relu["ci_low"], relu["ci_high"], 0.0) or interval_excludes(sig["ci_low"], sig["ci_high"], 0.0)
-    if gap_seen:
-        return Verdict(APPROXIMATELY, "relative gap E[relu(next layer)] − eval, after the dropout layer",
-                       relu["relative_gap"], relu["ci_low"], relu["ci_high"],
-                       f"For the dropout layer itself the average train output equals the test output "
-                       f"(within ±{100 * layer['margin']:g} %, measured {100 * layer['bias']:+.3f} %); "
-                       f"once a nonlinearity follows it only holds approximately: a ReLU unit's average "
-                       f"train output is {100 * relu['relative_gap']:+.1f} % off its test output "
-                       f"(sigmoid {100 * sig['relative_gap']:+.2f} %).")
-    return Verdict(HOLDS, "relative bias of E[train] vs eval (inverted layer)", layer["bias"],
-                   layer["ci_low"], layer["ci_high"],
-                   "The average train output equals the test output, for the layer and downstream.")
+def decide_c01b(m):
+    relu, sig = m["gaps"]["relu"], m["gaps"]["sigmoid"]
+    margin = m["margin"]
+    fig = "relative gap (E[relu(next layer)] − its test output) ÷ test output, after the dropout layer"
+    seen = interval_excludes(relu["ci_low"], relu["ci_high"], 0.0)
+    where = (f"a ReLU unit fed by the dropout layer (pre-activation {m.get('z_eval', 0.5):g} at test, "
+             f"{m.get('n_inputs', 20)} inputs)")
+    sig_text = f"a sigmoid unit in the same place is {100 * sig['relative_gap']:+.2f} % off"
+    if seen and not relu["equivalent"]:
+        return Verdict(FALSE, fig, relu["relative_gap"], relu["ci_low"], relu["ci_high"],
+                       f"Not once a nonlinearity follows: the average train output of {where} is "
+                       f"{100 * relu['relative_gap']:+.1f} % off its test output ({sig_text}). The "
+                       f"equality is exact only while everything after the mask is linear.")
+    if relu["equivalent"] and seen:
+        return Verdict(APPROXIMATELY, fig, relu["relative_gap"], relu["ci_low"], relu["ci_high"],
+                       f"Almost: after {where} the average train output is "
+                       f"{100 * relu['relative_gap']:+.2f} % off its test output, within "
+                       f"±{100 * margin:g} % but not zero ({sig_text}).")
+    if relu["equivalent"]:
+        return Verdict(HOLDS, fig, relu["relative_gap"], relu["ci_low"], relu["ci_high"],
+                       f"After {where} the average train output still equals the test output "
+                       f"(within ±{100 * margin:g} %; {sig_text}).")
+    return Verdict(APPROXIMATELY, fig, relu["relative_gap"], relu["ci_low"], relu["ci_high"],
+                   f"No gap was resolved after {where} ({100 * relu['relative_gap']:+.2f} %), but these "
+                   f"draws cannot show it is within ±{100 * margin:g} %; run with more draws.")
 
 
 # --- C02 --------------------------------------------------------------------------------------
