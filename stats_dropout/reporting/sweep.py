@@ -25,6 +25,7 @@ from stats_dropout.inference.stats import (
 )
 from stats_dropout.reference.probes import scheme_probe
 from stats_dropout.reference.schemes import SCHEMES, get_scheme, resolve_shared_axes
+from stats_dropout.reference.theory import alpha_dropped_value
 from stats_dropout.verification.scheme_checks import count_scheme_decisions, verify_scheme
 
 #: The ``schemes`` command's grid: 0.1, 0.2, …, 0.9 and 1.0.
@@ -178,30 +179,17 @@ def _cell_key(cell):
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _compute_summary_cell(cell):
-    name, p, seed = cell["scheme"], float(cell["keep_prob"]), int(cell["seed"])
-    level, margin, alpha = cell["level"], cell["margin"], cell["alpha"]
-    scheme, eval_fn, contract = _summary_target(name)
-    x = scheme_probe(seed=seed)
-    e = np.asarray(eval_fn(x, p), dtype=np.float64)
-    mu = scheme.train_mean(x, p)
-    var = scheme.train_var(x, p)
-    # Exact variance of one draw of the projection ratio sizes the run (checks.py's reasoning).
-    sd_ratio = scheme.projection_ratio_sd(e, x, p)
-    draws = _draws_for_margin(sd_ratio, margin, alpha, cell["power"], cell["min_draws"],
-                              cell["max_draws"])
+def _cell_statistic(scheme, x, e, p):
+    """Per-draw statistic of a summary cell: projection ratio, squared-deviation ratio, kept count.
 
+    Returns ``(statistic, has_variance, axes)``. The kept count takes one element per mask entry
+    (index 0 along the shared axes): entries are independent Bernoulli(p) trials, so their kept
+    count is exactly binomial.
+    """
+    mu, var = scheme.train_mean(x, p), scheme.train_var(x, p)
     axes = resolve_shared_axes(scheme.shared_axes, x.ndim, scheme.name)
-    # One element per mask entry: index 0 along the shared axes. Entries are independent
-    # Bernoulli(p) trials, so their kept count is exactly binomial.
     rep = (slice(None),) + tuple(0 if ax in axes else slice(None) for ax in range(x.ndim))
-    has_mask = scheme.noise in ("bernoulli", "alpha")
-    if scheme.noise == "alpha":
-        from stats_dropout.reference.theory import alpha_dropped_value
-
-        dropped = alpha_dropped_value(p)
-    else:
-        dropped = 0.0
+    dropped = alpha_dropped_value(p) if scheme.noise == "alpha" else 0.0
     ratio = projection_ratio(x, e)
     devs = squared_deviation_ratio(mu, var) if np.sum(var) > 0 else None
 
@@ -213,53 +201,74 @@ def _compute_summary_cell(cell):
         cols.append(kept.reshape(len(samples), -1).sum(axis=1).astype(np.float64))
         return np.column_stack(cols)
 
-    # Seeded BoundScheme: vectorised blocks; the result does not depend on the workers.
-    train = scheme.bind(p)
-    moments = estimate_statistic_moments(train, x, statistic, draws=draws, seed=int(cell["cell_seed"]),
-                                         workers=int(cell.get("workers", 1)))
-    n = moments.n_draws
-    mean, se = moments.mean, moments.std_error
-    rms = float(np.sqrt(np.mean(e**2)))
+    return statistic, devs is not None, axes
 
-    rel = float(mean[0] - 1.0)
-    rel_se = float(se[0])
+
+def _bias_fields(rel, rel_se, n, level, margin, alpha, rms):
+    """The relative bias with its t interval and p-value, and its TOST verdict at ``margin``."""
     rel_low, rel_high = t_interval(rel, rel_se, n - 1, level)
     t_stat = rel / rel_se if rel_se > 0 else (0.0 if rel == 0 else np.inf)
     rel_p = float(2 * _sps.t.sf(abs(t_stat), n - 1))
     tost = decide_equivalence(rel, rel_se, margin, df=n - 1, alpha=alpha)
+    return {
+        "bias": rel * rms, "bias_ci_low": rel_low * rms, "bias_ci_high": rel_high * rms,
+        "relative_bias": rel, "relative_bias_ci_low": rel_low,
+        "relative_bias_ci_high": rel_high, "relative_bias_pvalue": rel_p,
+        "tost_margin": margin, "tost_pvalue": tost.pvalue, "equivalent": bool(tost.equivalent),
+    }
 
-    var_theory = float(np.mean(var))
-    if devs is not None:
+
+def _variance_fields(mean, se, n, level, var_theory, has_variance, size):
+    """Empirical against theoretical variance: their ratio with a t interval."""
+    if has_variance:
         ratio_mean = float(mean[1])
         ratio_low, ratio_high = t_interval(ratio_mean, float(se[1]), n - 1, level)
         var_emp = ratio_mean * var_theory
         var_ratio = (ratio_mean, float(ratio_low), float(ratio_high))
     else:
-        var_emp = float(mean[1]) / x.size
+        var_emp = float(mean[1]) / size
         var_ratio = (np.nan, np.nan, np.nan)
+    return {"var_theory": var_theory, "var_empirical": var_emp, "var_ratio": var_ratio[0],
+            "var_ratio_ci_low": var_ratio[1], "var_ratio_ci_high": var_ratio[2]}
 
-    n_entries = int(np.prod([1 if ax in axes else s for ax, s in enumerate(x.shape)]))
+
+def _keep_rate_fields(mean_kept, n, n_entries, p, level, has_mask):
+    """The keep rate with its exact (Clopper–Pearson) interval and binomial p-value."""
     if has_mask:
         trials = n_entries * n
-        kept_total = int(round(float(mean[2]) * n))
+        kept_total = int(round(float(mean_kept) * n))
         keep = decide_keep_rate(np.int64(kept_total), np.int64(trials), p, false_fail_rate=1 - level)
-        keep_fields = (keep.estimate, keep.ci_low, keep.ci_high, keep.pvalue, trials)
+        values = (keep.estimate, keep.ci_low, keep.ci_high, keep.pvalue, trials)
     else:
-        keep_fields = (np.nan, np.nan, np.nan, np.nan, 0)
+        values = (np.nan, np.nan, np.nan, np.nan, 0)
+    return dict(zip(("keep_rate", "keep_rate_ci_low", "keep_rate_ci_high", "keep_rate_pvalue", "keep_trials"),
+                    values))
 
+
+def _compute_summary_cell(cell):
+    name, p, seed = cell["scheme"], float(cell["keep_prob"]), int(cell["seed"])
+    level, margin, alpha = cell["level"], cell["margin"], cell["alpha"]
+    scheme, eval_fn, contract = _summary_target(name)
+    x = scheme_probe(seed=seed)
+    e = np.asarray(eval_fn(x, p), dtype=np.float64)
+    # Exact variance of one draw of the projection ratio sizes the run.
+    sd_ratio = scheme.projection_ratio_sd(e, x, p)
+    draws = _draws_for_margin(sd_ratio, margin, alpha, cell["power"], cell["min_draws"],
+                              cell["max_draws"])
+    statistic, has_variance, axes = _cell_statistic(scheme, x, e, p)
+    # Seeded BoundScheme: vectorised blocks; the result does not depend on the workers.
+    moments = estimate_statistic_moments(scheme.bind(p), x, statistic, draws=draws, seed=int(cell["cell_seed"]),
+                                         workers=int(cell.get("workers", 1)))
+    n = moments.n_draws
+    mean, se = moments.mean, moments.std_error
+    rms = float(np.sqrt(np.mean(e**2)))
+    n_entries = int(np.prod([1 if ax in axes else s for ax, s in enumerate(x.shape)]))
     row = {
-        "scheme": name, "keep_prob": p, "contract": contract, "n_draws": n,
-        "expected_output_rms": rms,
-        "bias": rel * rms, "bias_ci_low": rel_low * rms, "bias_ci_high": rel_high * rms,
-        "relative_bias": rel, "relative_bias_ci_low": rel_low,
-        "relative_bias_ci_high": rel_high, "relative_bias_pvalue": rel_p,
-        "tost_margin": margin, "tost_pvalue": tost.pvalue, "equivalent": bool(tost.equivalent),
-        "var_theory": var_theory, "var_empirical": var_emp, "var_ratio": var_ratio[0],
-        "var_ratio_ci_low": var_ratio[1], "var_ratio_ci_high": var_ratio[2],
-        "keep_rate": keep_fields[0], "keep_rate_ci_low": keep_fields[1],
-        "keep_rate_ci_high": keep_fields[2], "keep_rate_pvalue": keep_fields[3],
-        "keep_trials": keep_fields[4], "confidence_level": level, "seed": seed,
-        "cell_seed": int(cell["cell_seed"]),
+        "scheme": name, "keep_prob": p, "contract": contract, "n_draws": n, "expected_output_rms": rms,
+        **_bias_fields(float(mean[0] - 1.0), float(se[0]), n, level, margin, alpha, rms),
+        **_variance_fields(mean, se, n, level, float(np.mean(scheme.train_var(x, p))), has_variance, x.size),
+        **_keep_rate_fields(mean[2], n, n_entries, p, level, scheme.noise in ("bernoulli", "alpha")),
+        "confidence_level": level, "seed": seed, "cell_seed": int(cell["cell_seed"]),
     }
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()}
 
