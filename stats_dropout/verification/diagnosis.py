@@ -88,9 +88,10 @@ IDENTICAL_MASK_CAUSES = {
     "torch": ("the torch generator is reseeded on every call (torch.manual_seed(...) in forward, or a "
               "torch.Generator re-created or re-seeded per call), so it replays one mask — seed once, "
               "outside the training loop"),
-    "jax-key": ("the same JAX PRNG key is passed to every call: a key is reused instead of split, and "
-                "a jax.random function given one key returns one mask — split it each step "
-                "(key, sub = jax.random.split(key)) and pass the fresh subkey"),
+    "jax-key": ("the same JAX PRNG key reaches the draw on every call: a key reused instead of split "
+                "(or one created inside the function, e.g. jax.random.key(0), ignoring the key passed in), "
+                "and a jax.random function given one key returns one mask — split it each step "
+                "(key, sub = jax.random.split(key)) and draw with the fresh subkey"),
     "keras-seed": ("the keras SeedGenerator's state does not advance between calls: its update is "
                    "discarded (a stateless call, or a jitted function that does not return the new seed "
                    "state, keras#18426), so every call starts from the same seed — carry the updated "
@@ -98,6 +99,9 @@ IDENTICAL_MASK_CAUSES = {
     "flax-rngs": ("the flax 'dropout' RNG stream is the same on every call: one key is passed as "
                   "rngs={'dropout': key} to every apply (or an nnx.Rngs is re-created per call) — split "
                   "or fold in the step number for each call"),
+    "tf-global": ("TF's global seed is reset on every call (tf.random.set_seed(...) inside the step), or "
+                  "each call re-creates its random op with the same op seed, so the (global, op) seed pair "
+                  "and with it the mask repeat — set the seed once, outside the training loop"),
     "tf-stateless": ("a constant seed is passed to a TF stateless random op (tf.random.stateless_uniform "
                      "or tf.nn.experimental.stateless_dropout with the same seed on every call): stateless "
                      "ops are a pure function of their seed — derive a new seed per step "
@@ -112,7 +116,7 @@ JIT_FROZEN_CAUSE = (
     "function and return the advanced state")
 
 
-def identical_masks_cause(rng_source=None, jitted=False, calls=None):
+def identical_masks_cause(rng_source=None, jitted=False, calls=None, repeated=0):
     """Why every call drops the same units, named by the implementation's source of randomness.
 
     Parameters
@@ -124,6 +128,8 @@ def identical_masks_cause(rng_source=None, jitted=False, calls=None):
         ``train`` is a ``jax.jit``-compiled function: a frozen trace is the likelier cause.
     calls : int, optional
         Number of calls that produced identical masks (quoted in the message).
+    repeated : int
+        When only some successive pairs were identical: how many (raw evidence, no mechanism).
 
     Returns
     -------
@@ -131,6 +137,9 @@ def identical_masks_cause(rng_source=None, jitted=False, calls=None):
         One sentence. An ``rng_source`` with no known mechanism gets the raw evidence only.
     """
     seen = f" (all {calls} successive calls produced identical masks)" if calls else ""
+    if repeated:
+        return (f"{repeated} of {calls - 1} pairs of successive calls drew identical masks: the random "
+                "state repeats between some calls" + (f" (rng_source={rng_source!r})" if rng_source else ""))
     head = f"every call drops the same units{seen}: "
     if jitted:
         return head + JIT_FROZEN_CAUSE
@@ -224,7 +233,7 @@ def _eval_causes(p, contract, eval_ratio, eval_dropped):
 
 def diagnose(*, keep_prob, contract, rate=None, rate_ci=None, scale=None, only_zero_one=False,
              identical_calls=False, eval_ratio=None, rng_source=None, jitted=False, calls=None,
-             low_precision=False, sharing=None, eval_dropped=None):
+             low_precision=False, sharing=None, eval_dropped=None, repeated_calls=0):
     """Most likely causes of a failure, each with its evidence (a tuple of sentences).
 
     Parameters
@@ -244,6 +253,8 @@ def diagnose(*, keep_prob, contract, rate=None, rate_ci=None, scale=None, only_z
         Measured eval output / input, when constant over units.
     rng_source, jitted, calls
         Where the randomness comes from (:func:`identical_masks_cause`).
+    repeated_calls : int
+        Pairs of successive calls with identical masks, when not all pairs were.
     low_precision : bool
         The keep probability is held in a 16-bit float.
     sharing : tuple, optional
@@ -259,6 +270,8 @@ def diagnose(*, keep_prob, contract, rate=None, rate_ci=None, scale=None, only_z
     found = []
     if identical_calls:
         found.append(identical_masks_cause(rng_source, jitted, calls))
+    elif repeated_calls and calls:
+        found.append(identical_masks_cause(rng_source, jitted, calls, repeated=repeated_calls))
     if sharing is not None and (cause := sharing_cause(*sharing)):
         found.append(cause)
     if only_zero_one:

@@ -237,3 +237,19 @@ def torch_manual_seed_in_forward(rate):
         return F.dropout(_to_torch(x), p=rate, training=True).numpy()
 
     return train, None
+
+
+def key_ignored(rate, jit=False):
+    """``fn(key, x)`` for :func:`stats_dropout.adapters.from_jax` that draws with a key made inside
+    (``jax.random.key(0)``) instead of the one passed in; jitted or not. The adapter hands every
+    call a fresh key, so the masks are identical only because the function ignores it."""
+    import jax
+    import jax.numpy as jnp
+
+    keep = 1.0 - rate
+
+    def fn(key, x):
+        mask = jax.random.bernoulli(jax.random.key(0), keep, x.shape)  # `key` unused
+        return jnp.where(mask, x / keep, 0)
+
+    return jax.jit(fn) if jit else fn

@@ -122,3 +122,14 @@ def test_identical_masks_are_attributed_to_the_mechanism(name):
     assert re.search(pattern, diagnosis), diagnosis
     assert "np.random.seed" not in diagnosis
 
+
+
+@pytest.mark.parametrize("jit, pattern", [(False, r"created inside the function, e\.g\. jax\.random\.key\(0\)"),
+                                          (True, r"compiled with jax\.jit .* captured when it was traced")])
+def test_a_key_ignored_behind_the_jax_adapter_is_named(jit, pattern):
+    impl = sd.adapters.from_jax(fz.key_ignored(RATE, jit), keep_prob=KEEP,
+                                example_input=_probe((128, 128), 5, np.float32))
+    result = sd.verify_dropout(impl, seed=0)
+    c = {c.check: c for c in result.checks}[f"check_independence_calls[keep_prob={KEEP:g}]"]
+    assert c.status == "failed", str(result)
+    assert re.search(pattern, " ".join(result.diagnosis)), result.diagnosis

@@ -20,6 +20,7 @@ from stats_dropout.verification.implementation import Implementation
     ("keras-seed", "SeedGenerator's state does not advance"),
     ("flax-rngs", "rngs={'dropout': key}"),
     ("tf-stateless", "TF stateless random op"),
+    ("tf-global", "tf.random.set_seed(...) inside the step"),
 ])
 def test_identical_masks_name_the_source_of_randomness(source, expected):
     text = identical_masks_cause(source, calls=12)
@@ -107,3 +108,35 @@ def test_identical_masks_of_a_torch_layer_do_not_blame_numpy():
     text = common.identical_masks_message(run, 0.8)
     assert "torch generator is reseeded" in text and "np.random.seed" not in text
     assert any("torch generator" in s for s in common.diagnosis_of(run, 0.8))
+
+
+def test_masks_repeating_only_sometimes_get_the_raw_count():
+    state = {"n": 0}
+
+    def every_other_call_reseeded(x):
+        state["n"] += 1
+        rng = np.random.default_rng(7) if state["n"] % 2 else np.random.default_rng(state["n"])
+        return x * (rng.random(x.shape) < 0.8) / 0.8
+
+    run = _Run(Implementation(every_other_call_reseeded, keep_prob=0.8), draws=13)
+    assert not common.identical_calls_of(run, 0.8)
+    assert common.repeated_calls_of(run, 0.8) == 0  # successive calls differ: 7, 2, 7, 4, ...
+    ev = run.evidence(0.8)
+    ev.identical_consecutive = 5  # as if five successive pairs had repeated
+    assert common.repeated_calls_of(run, 0.8) == 5
+    text = identical_masks_cause("numpy", calls=13, repeated=5)
+    assert text.startswith("5 of 12 pairs of successive calls drew identical masks")
+
+
+def test_a_jitted_function_is_found_behind_an_adapter_closure():
+    jax = pytest.importorskip("jax")
+    jitted = jax.jit(lambda x: x)
+
+    def call(x):
+        return jitted(x)
+
+    def train(x):
+        return call(x)
+
+    assert common.is_jitted(jitted) and common.is_jitted(train)
+    assert not common.is_jitted(lambda x: x) and not common.is_jitted(None)

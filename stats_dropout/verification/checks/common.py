@@ -23,6 +23,8 @@ from stats_dropout.verification.diagnosis import diagnose, identical_masks_cause
 _DIAGNOSES = weakref.WeakKeyDictionary()
 #: Calls of ``train`` made to measure which axes a mask is constant along (failures only).
 SHARING_CALLS = 2
+#: Observable mask entries below which identical successive masks may be chance.
+MIN_REPEAT_ENTRIES = 128
 
 
 def check_id(check, p):
@@ -84,14 +86,27 @@ def unusable(run, check, p, need_masks=False, need_variation=False):
 
 
 # --- evidence read for a diagnosis ---------------------------------------------------------
-def is_jitted(fn):
-    """True if ``fn`` (or what it wraps) is a ``jax.jit``-compiled function, read without importing jax."""
-    for _ in range(8):
-        if fn is None:
-            return False
-        if all(hasattr(fn, a) for a in ("lower", "trace", "eval_shape")):
-            return True
-        fn = fn.func if isinstance(fn, functools.partial) else getattr(fn, "__wrapped__", None)
+def is_jitted(fn, depth=3):
+    """True if ``fn``, or a function it wraps or closes over (adapters wrap the user's function in a
+    closure), is ``jax.jit``-compiled; read without importing jax."""
+    seen, frontier = set(), [fn]
+    for _ in range(depth + 1):
+        following = []
+        for f in frontier:
+            if f is None or id(f) in seen:
+                continue
+            seen.add(id(f))
+            if all(hasattr(f, a) for a in ("lower", "trace", "eval_shape")):
+                return True
+            following.append(f.func if isinstance(f, functools.partial) else getattr(f, "__wrapped__", None))
+            for cell in getattr(f, "__closure__", None) or ():
+                try:
+                    content = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                if callable(content):
+                    following.append(content)
+        frontier = following[:64]
     return False
 
 
@@ -107,6 +122,19 @@ def identical_calls_of(run, p):
     ev = run.evidence(p)
     return (ev.draws > 2 and ev.identical_consecutive == ev.draws - 1 and 0 < ev.kept < ev.trials
             and p < 1)
+
+
+def repeated_calls_of(run, p):
+    """Pairs of successive calls with identical masks, when some but not all were (else 0).
+
+    Counted only for masks of at least :data:`MIN_REPEAT_ENTRIES` observable entries, where two
+    independent masks coincide by chance with probability below ``0.82**128 ≈ 1e-11`` (p = 0.9).
+    """
+    ev = run.evidence(p)
+    entries = int(np.count_nonzero(ev.entry_trials)) if ev.entry_trials is not None else 0
+    if identical_calls_of(run, p) or entries < MIN_REPEAT_ENTRIES or not 0 < ev.kept < ev.trials:
+        return 0
+    return int(ev.identical_consecutive)
 
 
 def identical_masks_message(run, p):
@@ -216,7 +244,7 @@ def _diagnosis(run, p):
                     only_zero_one=ev.only_zero_one and ev.draws > 0 and not np.all(np.isin(run.x, (0, 1))),
                     identical_calls=identical_calls_of(run, p), eval_ratio=eval_ratio,
                     rng_source=getattr(impl, "rng_source", None), jitted=is_jitted(impl.train),
-                    calls=ev.draws,
+                    calls=ev.draws, repeated_calls=repeated_calls_of(run, p),
                     low_precision=_is_16_bit(getattr(impl, "compute_dtype", None)) or _is_16_bit(run.x.dtype),
                     sharing=sharing, eval_dropped=eval_dropped)
 
