@@ -15,7 +15,11 @@ from scipy import optimize, stats
 
 from stats_dropout._internal.validation import positive_int_iv, probability_iv
 
+#: Largest sample size a design returns; beyond it the request is an error, not an overflow.
+MAX_SAMPLE_SIZE = 1e18
+
 __all__ = [
+    "MAX_SAMPLE_SIZE",
     "rates_iv",
     "z_quantile_sum",
     "t_quantile_sum",
@@ -42,6 +46,14 @@ def t_quantile_sum(false_fail_rate, false_pass_rate, df, n_tests=1):
     return stats.t.isf(false_fail_rate / (2 * n_tests), df) + stats.t.isf(false_pass_rate, df)
 
 
+def _draws_iv(n_real, effect, sd):
+    """``⌈n_real⌉`` (at least 2), or a clear error when it is beyond :data:`MAX_SAMPLE_SIZE`."""
+    if not n_real <= MAX_SAMPLE_SIZE:
+        raise ValueError(f"a mean error `effect` = {effect!r} at `sd` = {sd!r} needs more than "
+                         f"{MAX_SAMPLE_SIZE:.0e} draws; ask for a larger effect")
+    return max(math.ceil(n_real), 2)
+
+
 def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rate=1e-3, n_tests=1,
                              null_sd_known=False):
     """Draws needed to detect a mean error ``effect`` when one draw has std ``sd``.
@@ -54,16 +66,18 @@ def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rat
     alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
     if not effect > 0:
         raise ValueError(f"`effect` must be positive; got {effect!r}")
-    if not sd >= 0:
-        raise ValueError(f"`sd` must be non-negative; got {sd!r}")
-    n = max(math.ceil((z_quantile_sum(alpha, beta, n_tests) * sd / effect) ** 2), 2)
+    if not 0 <= sd < math.inf:
+        raise ValueError(f"`sd` must be finite and non-negative; got {sd!r}")
+    root = z_quantile_sum(alpha, beta, n_tests) * sd / effect
+    n = _draws_iv(root * root if root < MAX_SAMPLE_SIZE else math.inf, effect, sd)
     if null_sd_known:
         return n  # z test (decide_mean_equal with null_sd)
     # The decision is a t test: at small n its quantiles are far above the normal ones at
     # extreme levels, so iterate n <- ((t_{α,n-1} + t_{β,n-1}) σ / δ)² to a fixed point.
     for _ in range(50):
         t_sum = t_quantile_sum(alpha, beta, n - 1, n_tests)
-        new = max(math.ceil((t_sum * sd / effect) ** 2), 2)
+        root = t_sum * sd / effect
+        new = _draws_iv(root * root if root < MAX_SAMPLE_SIZE else math.inf, effect, sd)
         if new <= n:
             break
         n = new
@@ -128,7 +142,10 @@ def min_trials_for_keep_rate_error(keep_prob, effect, *, false_fail_rate=1e-6, f
     need = 0.0
     for p1 in (p - effect, p + effect):
         p1 = min(max(p1, 0.0), 1.0)
-        need = max(need, ((z_a * math.sqrt(p * (1 - p)) + z_b * math.sqrt(p1 * (1 - p1))) / effect) ** 2)
+        root = (z_a * math.sqrt(p * (1 - p)) + z_b * math.sqrt(p1 * (1 - p1))) / effect
+        need = max(need, root * root if root < MAX_SAMPLE_SIZE else math.inf)
+    if not need <= MAX_SAMPLE_SIZE:
+        raise ValueError(f"`effect` {effect!r} needs more than {MAX_SAMPLE_SIZE:.0e} trials; ask for a larger effect")
     return math.ceil(need)
 
 

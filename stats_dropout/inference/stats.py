@@ -94,6 +94,9 @@ def holm_adjust(pvalues):
     m = p.size
     if m == 0:
         return p
+    if not np.all((p >= 0) & (p <= 1)):  # NaN fails too
+        bad = p[~((p >= 0) & (p <= 1))][:3]
+        raise ValueError(f"`pvalues` must lie in [0, 1]; got {', '.join(f'{v!r}' for v in bad.tolist())}")
     order = np.argsort(p, kind="stable")
     scaled = np.minimum(1.0, p[order] * (m - np.arange(m)))
     adjusted = np.empty_like(p)
@@ -361,6 +364,10 @@ def decide_dispersion(counts, size, keep_prob=None, *, false_fail_rate=1e-6, fal
         size = np.asarray(size, dtype=float).ravel()
         if size.shape != counts.shape or np.any(size < 1):
             raise ValueError("`size` must be a positive integer or one positive size per count")
+    bad = ~((counts >= 0) & (counts <= size))  # NaN fails too
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"`counts` must lie in [0, size]; got count {counts[i]:g} of size {size[i]:g} at index {i}")
     alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
     if keep_prob is None:
         p = float(counts.sum() / size.sum())
@@ -406,6 +413,8 @@ def decide_equivalence(estimate, std_error, margin, *, df=None, alpha=0.05):
         Probability of declaring equivalence when ``|θ| ≥ ε``.
     """
     alpha = probability_iv(alpha, "alpha")
+    if not np.isfinite(estimate):
+        raise ValueError(f"`estimate` must be finite; got {estimate!r}")
     if not margin > 0:
         raise ValueError(f"`margin` must be positive; got {margin!r}")
     if not std_error >= 0:

@@ -115,7 +115,7 @@ def test_decide_keep_rate():
 def test_design_twins():
     with pytest.raises(ValueError, match=r"`effect` must be positive; got 0"):
         sds.min_draws_for_mean_error(0, 1.0)
-    with pytest.raises(ValueError, match=r"`sd` must be non-negative; got -1"):
+    with pytest.raises(ValueError, match=r"`sd` must be finite and non-negative; got -1"):
         sds.min_draws_for_mean_error(0.1, -1)
     with pytest.raises(ValueError, match=r"`effect` must be positive; got -0.1"):
         sds.min_trials_for_keep_rate_error(0.5, -0.1)
@@ -195,3 +195,27 @@ def test_finiteness_fast_path_is_exact(dtype):
         y = x.copy()
         y[123] = bad
         assert not _all_finite(y)
+
+
+@pytest.mark.parametrize("call, err, msg", [
+    (lambda: sds.holm_adjust([-0.5, 2]), ValueError, r"`pvalues` must lie in \[0, 1\]; got -0.5, 2.0"),
+    (lambda: sds.holm_adjust([np.nan]), ValueError, r"`pvalues` must lie in \[0, 1\]; got nan"),
+    (lambda: sds.t_interval(0.0, 1.0, 5, 1.5), ValueError, r"`level` must be in \(0, 1\); got 1.5"),
+    (lambda: sds.decide_equivalence(np.nan, 1.0, 0.1), ValueError, r"`estimate` must be finite; got nan"),
+    (lambda: sds.decide_dispersion(np.array([5, 12]), 10, 0.5), ValueError,
+     r"`counts` must lie in \[0, size\]; got count 12 of size 10 at index 1"),
+    (lambda: sds.min_draws_for_mean_error(0.01, np.inf), ValueError, r"`sd` must be finite and non-negative; got inf"),
+    (lambda: sds.min_draws_for_mean_error(1e-300, 1.0), ValueError, r"needs more than 1e\+18 draws"),
+    (lambda: sds.min_trials_for_keep_rate_error(0.5, 1e-300), ValueError, r"`effect` 1e-300 needs more than 1e\+18"),
+    (lambda: sds.split_false_fail_rate(1.5, 3), ValueError, r"`false_fail_rate` must be in \(0, 1\); got 1.5"),
+    (lambda: sd.verify_dropout(lambda x, keep_prob: x, keep_prob=(0.8, 0.8)), ValueError,
+     r"`keep_prob` holds 0.8 more than once"),
+])
+def test_helpers_validate_their_arguments(call, err, msg):
+    with pytest.raises(err, match=msg):
+        call()
+
+
+def test_a_zero_dimensional_keep_prob_array_is_a_number():
+    impl = sd.Implementation(lambda x: x, keep_prob=np.array(0.8))
+    assert impl.keep_probs() == (0.8,)
