@@ -10,6 +10,51 @@ import tempfile
 CSV_FLOAT_FORMAT = "%.10g"
 
 
+# --- output paths, checked before any computing ------------------------------------------------
+def output_dir_iv(path, name="out"):
+    """``path`` as a directory that exists (created if needed) and is writable, or ``ValueError``
+    naming ``name`` with a one-line reason: a report must fail before its minutes of computing."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`{name}` must be a directory; got {path!r}, which is a file")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"`{name}` must be a writable directory; got {path!r} ({exc.strerror or exc})") from None
+    return path
+
+
+def output_file_iv(path, name="csv"):
+    """``path`` as a file that can be written (its directory exists and is writable), or ``ValueError``."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"`{name}` must be a file path; got {path!r}, which is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"`{name}`: directory {directory!r} does not exist; got {path!r}")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"`{name}` is not writable; got {path!r}")
+    return path
+
+
+def atomic_write_pickle(path, frame):
+    """Pickle a DataFrame to ``path`` via a uniquely named temporary file and ``os.replace``
+    (two writers of one cache never share a temporary file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        frame.to_pickle(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 # --- files ---------------------------------------------------------------------------------
 def _default_mode():
     """Permissions of a newly created file under the current umask (mkstemp uses 0600)."""

@@ -1,7 +1,7 @@
 """The ``stats-dropout`` command line.
 
 Exit codes: 0 success (all checks passed), 1 a check failed, 2 usage error (one line, no
-traceback).
+traceback), 130 interrupted (Ctrl-C; one line, and ``report`` resumes where it stopped).
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def _cmd_schemes(args):
     from stats_dropout.reporting.sweep import DEFAULT_KEEP_PROBS, format_schemes_table, sweep_schemes
 
     keep_probs = DEFAULT_KEEP_PROBS if args.keep_probs is None else args.keep_probs
+    if args.csv:
+        from stats_dropout._internal.files import output_file_iv
+
+        try:
+            output_file_iv(args.csv, "--csv")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     try:
         frame = sweep_schemes(args.schemes, keep_probs, relative_error=args.relative_error,
                               seed=args.seed, progress=sys.stderr.isatty())
@@ -97,7 +104,9 @@ def _cmd_schemes(args):
           f"{len(frame)} decisions")
     print(format_schemes_table(frame))
     if args.csv:
-        frame.to_csv(args.csv, index=False)
+        from stats_dropout._internal.files import write_csv
+
+        write_csv(frame, args.csv)
     failed = frame[~frame["passed"]]
     for _, row in failed.iterrows():
         print(f"FAILED {row['scheme']} keep_prob={row['keep_prob']}: {row['property']} "
@@ -113,6 +122,11 @@ def main(argv=None):
     except UsageError as exc:
         print(f"stats-dropout: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the conventional 128 + SIGINT
+        resumable = (" (finished cells are kept: run the same command again to resume)"
+                     if args.command == "report" else "")
+        print(f"stats-dropout: interrupted{resumable}", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `stats-dropout verify ... | head`: the reader left; no traceback
         import os
 

@@ -9,13 +9,18 @@ __all__ = ["run"]
 
 def run(args):
     """Print the ledger (and write it to ``args.csv``); exit code 0."""
-    from stats_dropout._internal.files import write_csv
+    from stats_dropout._internal.files import output_file_iv, write_csv
     from stats_dropout.cli.errors import UsageError
     from stats_dropout.studies.claims.common import LEVEL
     from stats_dropout.studies.claims.ledger import claims_ledger, format_ledger
 
     if args.seed < 0:
         raise UsageError(f"`--seed` must be a non-negative integer; got {args.seed}")
+    if args.csv:
+        try:
+            output_file_iv(args.csv, "--csv")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     ledger = claims_ledger(seed=args.seed, progress=sys.stderr.isatty())
     print(f"stats-dropout claims: the forum thread's claims, measured (seed {args.seed}; "
           f"{100 * LEVEL:g} % intervals; TOST at level {1 - LEVEL:g})\n")

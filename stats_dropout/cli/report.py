@@ -8,6 +8,7 @@ __all__ = ["run"]
 
 
 def _report_args_iv(args):
+    from stats_dropout._internal.files import output_dir_iv
     from stats_dropout.cli.errors import UsageError
     from stats_dropout.reference.schemes import SCHEMES
     from stats_dropout.reporting.sweep import CONTRASTS, REPORT_KEEP_PROBS
@@ -27,6 +28,10 @@ def _report_args_iv(args):
             raise UsageError(f"`--schemes`: unknown scheme {unknown[0]!r}; known: {', '.join(known)}")
     if args.scheduler is not None and args.executor != "dask":
         raise UsageError(f"`--scheduler` needs `--executor dask`; got --executor {args.executor}")
+    try:
+        output_dir_iv(args.out, "--out")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return keep_probs
 
 

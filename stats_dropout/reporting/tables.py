@@ -9,6 +9,8 @@ import os
 
 import pandas as pd
 
+from stats_dropout._internal.files import atomic_write_pickle
+
 #: Experiment tables of the report: experiments function -> (CSV name, keyword options).
 #: Options keep the default report within its time budget; ``draws`` caps apply on top.
 REPORT_EXPERIMENTS = {
@@ -58,9 +60,7 @@ def experiment_table(name, seed=0, draws=None, cache_dir=None, overrides=None):
             return pd.read_pickle(path)
     frame = getattr(experiments, name)(**options)
     if path is not None:
-        tmp = path + ".tmp"
-        frame.to_pickle(tmp)
-        os.replace(tmp, path)
+        atomic_write_pickle(path, frame)
     return frame
 
 
