@@ -66,7 +66,7 @@ def _ledger_html(ledger, figures=()):
     rows = []
     for r in ledger.itertuples(index=False):
         shown = CLAIM_FIGURES.get(r.id)
-        see = (f"<br><small>See <a href='#fig-{shown}'>{escape(FIGURES[shown])}</a>.</small>"
+        see = (f"<br><small>Related figure: <a href='#fig-{shown}'>{escape(FIGURES[shown])}</a>.</small>"
                if shown in figures else "")
         cls = _VERDICT_CLASS.get(r.verdict, "")
         ci = ("" if r.ci_low == r.ci_high else
