@@ -17,6 +17,7 @@ from stats_dropout.inference.results import (
     CheckResult,
     ConfidenceInterval,
     Decision,
+    SchemeVerificationResult,
     TrainMoments,
     VerificationResult,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Decision",
     "DropoutScheme",
     "Implementation",
+    "SchemeVerificationResult",
     "TrainMoments",
     "VerificationResult",
     "adapters",

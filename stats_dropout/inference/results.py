@@ -14,7 +14,15 @@ import numpy as np
 from stats_dropout._internal.validation import probability_iv
 from stats_dropout.inference.intervals import t_interval
 
-__all__ = ["ConfidenceInterval", "TrainMoments", "Decision", "EquivalenceResult", "CheckResult", "VerificationResult"]
+__all__ = [
+    "ConfidenceInterval",
+    "TrainMoments",
+    "Decision",
+    "EquivalenceResult",
+    "CheckResult",
+    "VerificationResult",
+    "SchemeVerificationResult",
+]
 
 
 class ConfidenceInterval(NamedTuple):
@@ -290,3 +298,53 @@ class VerificationResult:
         if self.not_applicable:
             lines += ["", "Not applicable: " + "; ".join(self.not_applicable)]
         return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemeVerificationResult:
+    """The outcome of :func:`stats_dropout.verify_scheme`: a reference scheme held to its theory.
+
+    Attributes
+    ----------
+    scheme : str
+    keep_prob : float
+    draws : int
+        Monte-Carlo draws, computed from the requested error.
+    seed : int
+    decisions : dict
+        Decision name (``"mean"``, ``"variance"``, ``"sharing"``, ``"output_mean"``,
+        ``"output_second_moment"``) -> :class:`Decision`.
+    """
+
+    scheme: str
+    keep_prob: float
+    draws: int
+    seed: int
+    decisions: dict
+
+    @property
+    def passed(self):
+        return not any(d.rejected for d in self.decisions.values())
+
+    @property
+    def failed_decisions(self):
+        return {name: d for name, d in self.decisions.items() if d.rejected}
+
+    def to_frame(self):
+        """One row per decision: decision, property, estimate, expected, ci_low, ci_high, pvalue,
+        min_detectable_effect, n_draws, false_fail_rate, rejected."""
+        import pandas as pd
+
+        return pd.DataFrame([{
+            "decision": name, "property": d.property, "estimate": d.estimate, "expected": d.expected,
+            "ci_low": d.ci_low, "ci_high": d.ci_high, "pvalue": d.pvalue,
+            "min_detectable_effect": d.min_detectable_effect, "n_draws": self.draws,
+            "false_fail_rate": d.false_fail_rate, "rejected": d.rejected,
+        } for name, d in self.decisions.items()])
+
+    def __str__(self):
+        head = (f"stats_dropout scheme check {self.scheme!r} at keep_prob={self.keep_prob:g}: "
+                f"{'PASSED' if self.passed else 'FAILED'} ({len(self.decisions)} decisions, "
+                f"{self.draws} draws, seed {self.seed})")
+        return "\n".join([head] + [f"  {d}" for d in self.decisions.values()])
+

@@ -90,13 +90,13 @@ def sweep_schemes(schemes=None, keep_probs=DEFAULT_KEEP_PROBS, *, relative_error
         res = verify_scheme(name, p, relative_error=relative_error, false_fail_rate=false_fail_rate,
                             false_pass_rate=false_pass_rate, seed=seed, n_decisions=n_decisions,
                             max_draws=max_draws)
-        for key, d in res["decisions"].items():
+        for key, d in res.decisions.items():
             rows.append({
                 "scheme": name, "keep_prob": p, "contract": get_scheme(name).contract,
                 "decision": key, "property": d.property, "estimate": d.estimate,
                 "expected": d.expected, "ci_low": d.ci_low, "ci_high": d.ci_high,
                 "pvalue": d.pvalue, "min_detectable_effect": d.min_detectable_effect,
-                "n_draws": res["draws"], "false_fail_rate": d.false_fail_rate,
+                "n_draws": res.draws, "false_fail_rate": d.false_fail_rate,
                 "passed": not d.rejected, "seed": seed,
             })
     return pd.DataFrame(rows)

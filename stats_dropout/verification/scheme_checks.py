@@ -16,6 +16,7 @@ from stats_dropout._internal.numerics import MOMENT_ULPS, ulp_tol
 from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference.montecarlo import estimate_statistic_moments
+from stats_dropout.inference.results import SchemeVerificationResult
 from stats_dropout.inference.stats import (
     decide_mean_equal,
     grouped_deviation_ratio,
@@ -139,9 +140,9 @@ def verify_scheme(scheme, keep_prob, *, train=None, eval=None, x=None, relative_
 
     Returns
     -------
-    dict
-        ``draws``, ``seed``, ``decisions`` (name -> :class:`~stats_dropout.results.Decision`)
-        and ``passed``.
+    SchemeVerificationResult
+        ``.passed``, ``.decisions`` (name -> :class:`~stats_dropout.inference.results.Decision`),
+        ``.draws``, ``.seed``, ``.to_frame()`` and a readable ``print``.
     """
     (scheme, keep_prob, relative_error, false_fail_rate, false_pass_rate, seed, n_decisions,
      max_draws) = _verify_scheme_iv(scheme, keep_prob, relative_error, false_fail_rate,
@@ -167,5 +168,4 @@ def verify_scheme(scheme, keep_prob, *, train=None, eval=None, x=None, relative_
         decisions[name] = decide_mean_equal(
             column, expected, false_fail_rate=alpha_each, false_pass_rate=false_pass_rate,
             property=label, scale=expected if expected else None, rtol=_RTOL, atol=_RTOL)
-    return {"scheme": scheme.name, "keep_prob": keep_prob, "draws": draws, "seed": seed,
-            "decisions": decisions, "passed": not any(d.rejected for d in decisions.values())}
+    return SchemeVerificationResult(scheme.name, keep_prob, draws, seed, decisions)

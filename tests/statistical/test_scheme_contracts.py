@@ -24,12 +24,12 @@ RELATIVE_ERROR = 0.02
 @pytest.mark.parametrize("name, keep_prob", GRID)
 def test_scheme_keeps_its_contract_and_variance(name, keep_prob):
     res = sd.verify_scheme(name, keep_prob, relative_error=RELATIVE_ERROR, n_decisions=N_DECISIONS, seed=0)
-    assert res["passed"], {k: str(d) for k, d in res["decisions"].items() if d.rejected}
+    assert res.passed, str(res)
     if keep_prob < 1:
-        assert "variance" in res["decisions"]
+        assert "variance" in res.decisions
         # Draws are planned from the exact noise variance; the reported detectable error uses
         # the sample spread, which fluctuates around it by a few per cent at these draw counts.
-        for d in res["decisions"].values():
+        for d in res.decisions.values():
             assert d.min_detectable_effect <= RELATIVE_ERROR * 1.15, str(d)
 
 
@@ -48,7 +48,7 @@ class _Vectorised:
 
 def _reject(name, keep_prob, decision, **kwargs):
     res = sd.verify_scheme(name, keep_prob, relative_error=RELATIVE_ERROR, false_fail_rate=ALPHA, **kwargs)
-    d = res["decisions"][decision]
+    d = res.decisions[decision]
     assert d.rejected, str(d)
     return d
 

@@ -152,3 +152,14 @@ def test_train_preserves_shape_dtype_and_values_are_admissible(name, shape, dtyp
         x64 = x.astype(np.float64)
         expected = (x64 / p if s.rescale == "train" else x64).astype(dtype)
         np.testing.assert_array_equal(y[kept], expected[kept])
+
+
+def test_verify_scheme_returns_a_result_like_verify_dropout():
+    import stats_dropout as sd
+
+    res = sd.verify_scheme("inverted", 0.8, relative_error=0.05)
+    assert isinstance(res, sd.SchemeVerificationResult) and res.passed
+    assert set(res.decisions) == {"mean", "variance"} and res.draws >= 2
+    frame = res.to_frame()
+    assert list(frame["decision"]) == ["mean", "variance"] and not frame["rejected"].any()
+    assert str(res).startswith("stats_dropout scheme check 'inverted' at keep_prob=0.8: PASSED")
