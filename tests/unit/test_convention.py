@@ -71,4 +71,4 @@ def test_keep_prob_means_overrides_the_name():
     impl.bound_train(0.8)(PROBE)
     assert seen == [pytest.approx(0.2)]
     with pytest.raises(ValueError, match="`keep_prob_means` must be 'keep' or 'drop'; got 'both'"):
-        sd.Implementation(f, keep_prob_means="both").convention
+        _ = sd.Implementation(f, keep_prob_means="both").convention

@@ -155,7 +155,7 @@ def test_report_files(report_dir):
     for stem in reporting.html.FIGURES:
         assert {f"{stem}.svg", f"{stem}.png"} <= figs
     ledger = pd.read_csv(report_dir / "claims.csv")
-    assert list(ledger["id"]) == [f"C{i:02d}" for i in range(1, 18)]
+    assert list(ledger["id"]) == ["C01a", "C01b"] + [f"C{i:02d}" for i in range(2, 18)]
     assert {"id", "claim", "verdict", "figure", "ci_low", "ci_high", "explanation", "seed",
             "draws", "keep_prob"} <= set(ledger.columns)
     meta = json.loads((report_dir / "metadata.json").read_text())
@@ -170,7 +170,7 @@ def test_html_is_self_contained(report_dir):
     # No network loads: no src/href pointing outside the file, no scripts or stylesheets.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "<script" not in html and "<link" not in html and "@import" not in html
-    for cid in ("C01", "C09", "C17"):
+    for cid in ("C01a", "C01b", "C09", "C17"):
         assert f"id='{cid}'" in html
 
 
