@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
 from stats_dropout._internal.files import atomic_write_text
+from stats_dropout._internal.provenance import source_fingerprint
 from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference.montecarlo import estimate_statistic_moments
 from stats_dropout.inference.stats import (
@@ -176,6 +178,7 @@ def summary_cell(cell):
 def _cell_key(cell):
     keyed = {k: v for k, v in cell.items() if k != "cache_dir"}
     keyed["_version"] = _CELL_VERSION
+    keyed["_source"] = source_fingerprint()  # a cached cell is reused only by the code that made it
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -347,6 +350,11 @@ def sweep_summary(schemes=None, keep_probs=REPORT_KEEP_PROBS, *, seed=0, margin=
          "workers": workers}
         for name in schemes for p in keep_probs
     ]
+    if progress and cache_dir is not None:
+        cached = sum(os.path.exists(os.path.join(cache_dir, _cell_key(c) + ".json")) for c in cells)
+        if cached:  # a cached rerun must not look like a fresh run
+            print(f"stats-dropout: {cached} of {len(cells)} sweep cells from cache ({cache_dir}; "
+                  "keyed by options, package version and source hash)", file=sys.stderr)
     rows = map_cells(summary_cell, cells, executor=executor, scheduler=scheduler, progress=progress)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return frame

@@ -10,6 +10,7 @@ import os
 import pandas as pd
 
 from stats_dropout._internal.files import atomic_write_pickle
+from stats_dropout._internal.provenance import source_fingerprint
 
 #: Experiment tables of the report: experiments function -> (CSV name, keyword options).
 #: Options keep the default report within its time budget; ``draws`` caps apply on top.
@@ -54,7 +55,7 @@ def experiment_table(name, seed=0, draws=None, cache_dir=None, overrides=None):
     path = None
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps([name, sorted((k, repr(v)) for k, v in options.items()),
-                                         _TABLE_VERSION]).encode()).hexdigest()[:32]
+                                         _TABLE_VERSION, source_fingerprint()]).encode()).hexdigest()[:32]
         path = os.path.join(cache_dir, f"table-{name}-{key}.pkl")
         if os.path.exists(path):
             return pd.read_pickle(path)

@@ -256,3 +256,18 @@ def test_sweep_on_a_dask_cluster_equals_the_local_sweep():
     local = reporting.sweep_summary(**options)
     dask = reporting.sweep_summary(**options, executor="dask")
     pd.testing.assert_frame_equal(local, dask, check_exact=True)
+
+
+def test_cached_cells_are_announced_and_keyed_by_the_source(tmp_path, capsys, monkeypatch):
+    from stats_dropout.reporting import sweep
+
+    options = dict(seed=0, keep_probs=(0.5, 0.9), max_draws=200, min_draws=100, cache_dir=str(tmp_path))
+    first = reporting.sweep_summary(["inverted"], progress=True, **options)
+    assert "from cache" not in capsys.readouterr().err
+    again = reporting.sweep_summary(["inverted"], progress=True, **options)
+    assert "2 of 2 sweep cells from cache" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(first, again)
+    # Other code (another version or an edited source file) never reuses the cells.
+    key = sweep._cell_key({"scheme": "inverted", "keep_prob": 0.5})
+    monkeypatch.setattr(sweep, "source_fingerprint", lambda: "0.0.0+other")
+    assert sweep._cell_key({"scheme": "inverted", "keep_prob": 0.5}) != key
