@@ -181,8 +181,10 @@ def decide_mean_equal(moments, expected, *, false_fail_rate=1e-6, false_pass_rat
     pvalues = 2 * dist.sf(np.abs(t))
     adjusted = holm_adjust(pvalues)
     if mean.size == 0:
-        return Decision(property, "t (no elements)", np.nan, np.nan, np.nan, np.nan, 1.0,
-                        alpha, beta, np.nan, moments.n_draws, False)
+        return Decision(property=property, method="t (no elements)", estimate=np.nan, expected=np.nan,
+                        ci_low=np.nan, ci_high=np.nan, pvalue=1.0, false_fail_rate=alpha,
+                        false_pass_rate=beta, min_detectable_effect=np.nan, n=moments.n_draws,
+                        rejected=False)
     worst = int(np.argmin(pvalues.ravel()))
     half = dist.isf(alpha / (2 * m)) * se.ravel()[worst]
     est = float(mean.ravel()[worst])
