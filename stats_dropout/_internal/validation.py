@@ -13,6 +13,29 @@ import numpy as np
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
 
+def is_real_float_dtype(dtype):
+    """True for a real floating dtype: numpy's (float16 … longdouble) or an ``ml_dtypes`` one.
+
+    ``ml_dtypes`` types (``bfloat16``, ``float8_*``) are not subclasses of ``np.floating``
+    (their kind is ``'V'``); they are recognised by ``ml_dtypes.finfo``, imported only when a
+    dtype is not a numpy one (ml_dtypes is optional).
+    """
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return True
+    if dtype.kind != "V" or type(dtype.type).__module__ == "numpy":
+        return False
+    try:
+        import ml_dtypes
+    except ImportError:  # an ml_dtypes array cannot exist without ml_dtypes
+        return False
+    try:
+        ml_dtypes.finfo(dtype)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def keep_prob_iv(keep_prob, name="keep_prob"):
     """Return ``keep_prob`` as a Python float in (0, 1] or raise naming ``name``."""
     if isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
@@ -73,16 +96,19 @@ def float_array_iv(x, name="x", *, allow_empty=True, allow_0d=True, allow_nonfin
     """Return ``x`` as a floating ndarray (no copy when it already is one) or raise.
 
     Integer and boolean arrays are rejected rather than silently cast: dropout of an integer
-    tensor cannot represent ``x / keep_prob``, and casting would hide the caller's bug.
+    tensor cannot represent ``x / keep_prob``, and casting would hide the caller's bug. Real
+    floating dtypes are accepted, including ``ml_dtypes`` ones (``bfloat16``): statistics convert
+    them to float64.
     """
     if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(f"`{name}` must be a floating-point array; got {x!r}")
     arr = np.asarray(x)
     if arr.dtype == object:
         raise TypeError(f"`{name}` must be a floating-point array; got dtype object")
-    if arr.dtype.type not in FLOAT_DTYPES:
+    if not is_real_float_dtype(arr.dtype):
         raise TypeError(
-            f"`{name}` must have a floating dtype (float16, float32 or float64); got dtype {arr.dtype}"
+            f"`{name}` must have a floating dtype (float16, float32, float64, or an ml_dtypes one such "
+            f"as bfloat16); got dtype {arr.dtype}"
         )
     if not allow_0d and arr.ndim == 0:
         raise ValueError(f"`{name}` must have at least one dimension; got a 0-d array")
