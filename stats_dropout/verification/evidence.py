@@ -16,8 +16,35 @@ import traceback
 import numpy as np
 
 from stats_dropout._internal.rng import seeded_global_rngs
+from stats_dropout._internal.validation import is_real_float_dtype
 from stats_dropout.inference.montecarlo import RunningMoments
+from stats_dropout.reference.contracts import lower_float_dtypes
 from stats_dropout.reference.schemes import resolve_shared_axes
+
+
+def describe_exception(exc):
+    """``"Type: message (at file:line)"`` for an exception raised by user code.
+
+    The location is the innermost frame of the traceback (where the user's code raised).
+    """
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def call_user(fn, *args):
+    """``(result, None)`` or ``(None, description)``: user code never escapes the battery.
+
+    Any exception becomes a description, ``SystemExit`` (``sys.exit()`` in user code) and other
+    ``BaseException`` subclasses included; ``KeyboardInterrupt`` is re-raised so that Ctrl-C
+    still stops the battery.
+    """
+    try:
+        return fn(*args), None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 — a user failure is a failed check, never a crash
+        return None, describe_exception(exc)
 
 
 @dataclasses.dataclass
@@ -59,6 +86,7 @@ class Evidence:
     dtype_error: str | None = None
     nonfinite: int = 0                 # non-finite outputs on the first offending draw
     mutated: bool = False              # train wrote into its input
+    aliased_calls: int = 0             # calls whose output shares memory with their input
     elapsed_calls: int = 0
     # per-draw pooled statistics, rows: draws, columns: see Collector.statistic_names
     stats: list = dataclasses.field(default_factory=list)
@@ -81,6 +109,12 @@ class Evidence:
     scale_checked: int = 0
     scale_violations: int = 0
     scale_worst: tuple | None = None   # (x, y, expected)
+    # kept units: sums for the least-squares fit y ≈ slope·x + offset (float64), and how many
+    # units matched each accepted kept form (ContractModel.kept_forms) first
+    kept_forms: tuple = ()
+    form_matches: np.ndarray | None = None
+    fit_sums: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(5))  # n, Σx, Σx², Σy, Σxy
+    unobservable: int = 0              # units whose kept and dropped values coincide (per call)
     scale_ratios: list = dataclasses.field(default_factory=list)
     only_zero_one: bool = True         # every output value is 0 or 1
     noise_sample: np.ndarray | None = None  # y / x for Gaussian noise (first draws)
@@ -100,6 +134,23 @@ class Evidence:
 
     def statistics(self):
         return np.asarray(self.stats, dtype=np.float64).reshape(len(self.stats), -1)
+
+    def fitted_kept(self, through_origin):
+        """Least-squares ``(slope, offset)`` of kept outputs on inputs (None without kept units).
+
+        Averages the rounding of millions of kept units: a scale rounded in a low-precision dtype
+        (1/keep_prob in bfloat16) shows as its true value, to about ``eps/sqrt(n)``.
+        """
+        n, sx, sxx, sy, sxy = self.fit_sums
+        if n == 0 or sxx == 0:
+            return None
+        if through_origin:
+            return sxy / sxx, 0.0
+        var = sxx - sx * sx / n
+        if var <= 0:
+            return None
+        slope = (sxy - sx * sy / n) / var
+        return slope, (sy - slope * sx) / n
 
 
 def _mask_entries(kept, axes):
@@ -125,9 +176,12 @@ class Collector:
         Expected values: ``mean(x)``, ``var(x)``, kept/dropped values, shared axes.
     reseed : callable, optional
         ``Implementation.reseed``: seeds the implementation's own RNG with the pass's seed.
+    compute_dtype : dtype, optional
+        ``Implementation.compute_dtype``: kept units may carry a scale rounded in it (as in the
+        output dtype and any lower-precision float dtype; ContractModel.kept_forms).
     """
 
-    def __init__(self, call, x, keep_prob, contract, reseed=None):
+    def __init__(self, call, x, keep_prob, contract, reseed=None, compute_dtype=None):
         self.call = call
         self.reseed = reseed
         self.x = x
@@ -137,14 +191,16 @@ class Collector:
         self.mu = contract.mean(self.x64, keep_prob)
         self.var = contract.var(self.x64, keep_prob)
         self.axes = resolve_shared_axes(contract.shared_axes, x.ndim, "contract") if x.ndim else ()
-        self.observable = self.x64 != 0  # a zero input hides the mask
         mu = self.mu
         self._mu_sq = float(np.sum(mu**2))
         self._var_sum = float(np.sum(self.var))
-        eps = np.finfo(x.dtype).eps
-        # Kept units must equal the contract's value to a few units in the last place of the
-        # output dtype: user code may compute x * (1/p) or (x * mask) / p, each within 1-2 ulp.
-        self.tol = 8 * eps
+        # Kept values: exact or with the scale rounded in the output dtype, the compute dtype or
+        # any lower-precision float dtype; then one rounding into the output dtype (the contract
+        # derives the tolerances, ContractModel.kept_tolerance / dropped_tolerance).
+        self.forms = contract.kept_forms(keep_prob, lower_float_dtypes(x.dtype, compute_dtype))
+        # A unit is observable where its kept and dropped values differ beyond rounding: x ≠ 0
+        # for Bernoulli masks, x away from α' for alpha dropout.
+        self.observable = contract.observable(self.x64, keep_prob, x.dtype, self.forms)
 
     def _statistic_row(self, y):
         n = max(y.size, 1)
@@ -167,26 +223,27 @@ class Collector:
         with seeded_global_rngs(seed, self.reseed):
             for _ in range(draws):
                 xin = self.x.copy()
-                try:
-                    y = self.call(xin)
-                except Exception as exc:  # noqa: BLE001 — any user failure becomes a failed check
-                    last = traceback.extract_tb(exc.__traceback__)[-1]
-                    ev.error = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"
+                y, error = call_user(self.call, xin)
+                if error:
+                    ev.error = error
                     break
                 ev.elapsed_calls += 1
                 if not np.array_equal(xin, self.x, equal_nan=True):
                     ev.mutated = True
-                try:
-                    y = np.asarray(y)
-                except Exception as exc:  # noqa: BLE001 — e.g. a ragged list
-                    ev.shape_error = f"train returned {type(y).__name__} that is not an array ({exc})"
+                raw = y
+                y, error = call_user(np.asarray, raw)
+                if error:  # e.g. a ragged list, or an __array__ that raises
+                    ev.shape_error = f"train returned {type(raw).__name__} that is not an array ({error})"
                     break
+                if isinstance(y, np.ndarray) and np.shares_memory(y, xin):
+                    ev.aliased_calls += 1
                 if y.shape != self.x.shape:
                     ev.shape_error = f"train returned shape {y.shape} for an input of shape {self.x.shape}"
                     break
                 if y.dtype != self.x.dtype and ev.dtype_error is None:
                     ev.dtype_error = f"train returned dtype {y.dtype} for an input of dtype {self.x.dtype}"
-                if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+                if not (np.issubdtype(y.dtype, np.number) or is_real_float_dtype(y.dtype)) or np.issubdtype(
+                        y.dtype, np.complexfloating):
                     ev.shape_error = f"train returned a non-real array of dtype {y.dtype}"
                     break
                 y64 = y.astype(np.float64)
@@ -217,10 +274,17 @@ class Collector:
     # --- masks ----------------------------------------------------------------------------
     def _init_masks(self, ev):
         x = self.x64
+        dtype = self.x.dtype
         self.dropped = self.c.dropped_value(x, self.p)
         self.kept_value = self.c.kept_value(x, self.p)
-        self.kept_tol = self.tol * np.maximum(np.abs(self.dropped), np.abs(x))
-        self.scale_tol = self.tol * self.c.kept_magnitude(x, self.p) + np.finfo(np.float64).tiny
+        self.kept_tol = self.c.dropped_tolerance(x, self.p, dtype)
+        self.scale_tol = self.c.kept_tolerance(x, self.p, dtype, self.forms) + np.finfo(np.float64).tiny
+        self.form_values = [f.slope * x + f.offset for f in self.forms]
+        self._xflat = x.reshape(-1)
+        self._x2flat = self._xflat**2
+        ev.kept_forms = self.forms
+        ev.form_matches = np.zeros(len(self.forms), dtype=np.int64)
+        ev.unobservable = int(self.observable.size - np.count_nonzero(self.observable))
         self.all_observable = bool(self.observable.all())
         self.entries_obs = _mask_entries(self.observable, self.axes)
         ev.entry_counts = np.zeros(self.entries_obs.shape, dtype=np.int64)
@@ -235,7 +299,7 @@ class Collector:
         labels, groups = [], np.full(x.shape, -1)
         for s_name, s_mask in (("x<0", x < 0), ("x>0", x > 0)):
             for m_name, m_mask in (("small |x|", ~big), ("large |x|", big)):
-                sel = s_mask & m_mask
+                sel = s_mask & m_mask & self.observable  # unobservable units are in no group
                 if np.any(sel):
                     groups[sel] = len(labels)
                     labels.append(f"{s_name}, {m_name}")
@@ -283,8 +347,23 @@ class Collector:
             ev.call_pairs.add(a, b)
             if np.array_equal(previous, entries):
                 ev.identical_consecutive += 1
-        # Kept-unit scale: each kept unit must equal the contract's kept value.
-        bad = kept & (np.abs(y - self.kept_value) > self.scale_tol)
+        # Kept-unit scale: each kept unit must equal one of the contract's kept forms (exact, or
+        # its scale rounded in a lower dtype), to one rounding into the output dtype.
+        tol = self.scale_tol
+        bad = kept & (np.abs(y - self.form_values[0]) > tol)  # whole-array passes: no fancy indexing
+        ev.form_matches[0] += int(np.count_nonzero(kept)) - int(np.count_nonzero(bad))
+        for i in range(1, len(self.form_values)):
+            if not bad.any():  # usually every kept unit matches the exact form
+                break
+            idx = np.flatnonzero(bad)
+            hit = np.abs(y.flat[idx] - self.form_values[i].flat[idx]) <= tol.flat[idx]
+            ev.form_matches[i] += int(np.count_nonzero(hit))
+            bad.flat[idx[hit]] = False
+        kf = kept.reshape(-1).astype(np.float64)
+        yk = y.reshape(-1) * kf
+        # einsum, not BLAS dot: no thread pool to wake per draw (it dominated the pass under load)
+        ev.fit_sums += (kf.sum(), np.einsum("i,i->", self._xflat, kf), np.einsum("i,i->", self._x2flat, kf),
+                        yk.sum(), np.einsum("i,i->", self._xflat, yk))
         n_kept = int(np.count_nonzero(kept))
         n_bad = int(np.count_nonzero(bad))
         ev.scale_checked += n_kept
