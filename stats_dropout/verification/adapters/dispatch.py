@@ -4,13 +4,9 @@
 framework layer, :func:`implementation`; plain callables need no adapter. Recognising a layer
 never imports a framework: only frameworks the user has imported (``sys.modules``) are asked.
 
-==========================  =====================================  ===========================
-object                      adapter                                randomness (``rng_source``)
-==========================  =====================================  ===========================
-keras 3 layer               :func:`.keras_layers.keras_implementation`   ``"keras-seed"``
-flax nnx / linen Dropout    :func:`.flax_layers.flax_implementation`     ``"flax-rngs"``
-torch ``nn.Module``         :func:`.ready.torch_layer_implementation`    ``"torch"``
-==========================  =====================================  ===========================
+- keras 3 layer: :func:`.keras_layers.keras_implementation` (``rng_source="keras-seed"``)
+- flax ``nnx.Dropout`` / ``linen.Dropout``: :func:`.flax_layers.flax_implementation` (``"flax-rngs"``)
+- torch ``nn.Module``: :func:`.ready.torch_layer_implementation` (``"torch"``)
 
 Keras comes first: on the torch backend a keras layer is a torch module too.
 """

@@ -100,6 +100,15 @@ def _spatial_layout(name, layer):
     return tuple(range(1, ndim - 1)), -1, data_format
 
 
+def _bfloat16():
+    """numpy's bfloat16 dtype (ml_dtypes, which keras needs anyway), else the name."""
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - keras depends on ml_dtypes
+        return "bfloat16"
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def _clone(layer):
     try:
         return type(layer).from_config(layer.get_config())
@@ -188,6 +197,6 @@ def keras_implementation(layer, *, keep_prob=None, name=None):
     return Implementation(train, evaluate, keep_prob=own, contract=contract, shared_axes=shared_axes,
                           channel_axis=channel_axis, example_input=example, name=label,
                           dtype=probe_dtype if example is None else None,
-                          compute_dtype="bfloat16" if low else None, reseed=reseed,
+                          compute_dtype=_bfloat16() if low else None, reseed=reseed,
                           rng_source="torch" if global_torch else "keras-seed",
                           validates_keep_prob=False)
