@@ -90,3 +90,12 @@ def test_framework_false_fail_rate(name):
           f"(measured {failures / N_SEEDS:.4f}, Clopper–Pearson {CONFIDENCE} CI [{low:.4f}, {high:.4f}]); "
           f"failing seeds {seeds}; failed checks {checks}")
     assert low <= LEVEL, f"{name}: false-fail rate above nominal"
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_framework_battery_is_reproducible(name):
+    """One seed, two runs: identical results; another seed: different evidence."""
+    obj = LAYERS[name]()
+    one, two, other = (sd.verify_dropout(obj, seed=s).to_frame() for s in (11, 11, 12))
+    assert one.equals(two), name
+    assert not one.equals(other), name
