@@ -89,6 +89,11 @@ def test_torch_keep_prob_errors_name_the_parameter(torch):
     assert adapters.implementation(torch.nn.Dropout(0.2), keep_prob=0.8).keep_prob == 0.8
     with pytest.raises(ValueError, match=r"`ndim` must be one of \[3, 4\] for Dropout2d; got 5"):
         adapters.implementation(torch.nn.Dropout2d(0.2), ndim=5)
+    mine = np.ones((4, 3, 5), np.float64)  # the user's probe picks torch's rank reading, and its dtype
+    impl = adapters.implementation(torch.nn.Dropout2d(0.2), example_input=mine)
+    assert (impl.shared_axes, impl.channel_axis, impl.dtype) == ((1, 2), 0, None)
+    with pytest.raises(ValueError, match=r"`example_input` has 2 dimensions; Dropout2d documents 4 or 3-D input"):
+        adapters.implementation(torch.nn.Dropout2d(0.2), example_input=np.ones((4, 3)))
     with pytest.raises(TypeError, match=r"unknown Implementation field\(s\) in overrides: \['keepprob'\]"):
         adapters.implementation(torch.nn.Dropout(0.2), keepprob=0.8)
     with pytest.raises(TypeError, match=r"`obj` must be a framework dropout layer"):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+import numpy as np
+
 __all__ = ["implementation", "is_layer", "framework_of"]
 
 
@@ -49,7 +51,7 @@ def implementation(obj, *, ndim=None, **overrides):
         flag and RNG are read from it (see each adapter).
     ndim : int, optional
         torch channel modules only: the input rank to test (batched by default, or the unbatched
-        rank: :func:`~.pytorch.torch_ranks`).
+        rank: :func:`~.pytorch.torch_ranks`); default the rank of ``example_input`` if given.
     **overrides
         Implementation fields that replace what is read (``example_input``, ``contract``,
         ``name``, ...); None values are ignored. ``keep_prob`` must agree with the layer's rate
@@ -84,8 +86,16 @@ def implementation(obj, *, ndim=None, **overrides):
 
         impl = flax_implementation(obj, keep_prob=keep_prob, name=name)
     else:
+        from stats_dropout.verification.adapters.pytorch import torch_ranks
         from stats_dropout.verification.adapters.ready import torch_layer_implementation
 
+        ranks = [r[0] for r in torch_ranks(obj) if r[0] is not None]
+        if ndim is None and ranks and overrides.get("example_input") is not None:
+            given = np.ndim(overrides["example_input"])
+            if given not in ranks:
+                raise ValueError(f"`example_input` has {given} dimensions; {type(obj).__name__} documents "
+                                 f"{' or '.join(map(str, ranks))}-D input")
+            ndim = given  # the user's probe picks the batched or the unbatched reading
         impl = torch_layer_implementation(obj, ndim=ndim, keep_prob=keep_prob, name=name)
     if "example_input" in overrides and "dtype" not in overrides:
         overrides["dtype"] = None  # the user's probe decides its own dtype

@@ -226,9 +226,12 @@ def from_torch(module, layout="merged"):
 
     Notes
     -----
-    For ``nn.Dropout1d/2d/3d`` the input is viewed as (batch, channel, spatial...) whatever the
-    number of spatial axes (see ``_channel_layout``), so that a 3-D probe means the same to
-    ``Dropout3d`` as to ``Dropout1d``; the output gets ``x``'s shape back.
+    With ``layout="merged"``, for ``nn.Dropout1d/2d/3d`` the input is viewed as (batch, channel,
+    spatial...) whatever the number of spatial axes (see ``_channel_layout``), so that a 3-D
+    probe means the same to ``Dropout3d`` as to ``Dropout1d``; the output gets ``x``'s shape
+    back. That view hides torch's own rank handling: ``Dropout2d`` reads 3-D input as
+    (N, C, L), not as the unbatched (C, H, W) its documentation promises (pytorch#69801,
+    #77081). ``layout="native"`` (what ``sd.verify_dropout(module)`` uses) shows it.
 
     Examples
     --------
