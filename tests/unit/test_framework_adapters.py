@@ -237,12 +237,6 @@ def test_flax_layers(jax):
         adapters.implementation(layers[0], ndim=3)
 
 
-def test_flax_battery(jax):
-    nnx = pytest.importorskip("flax.nnx")
-    result = sd.verify_dropout(nnx.Dropout(0.5, broadcast_dims=(1,)), seed=1)
-    assert result.passed, str(result)
-
-
 # --- keras 3 (jax backend in process, torch backend in a child) --------------------------------
 
 @pytest.fixture
