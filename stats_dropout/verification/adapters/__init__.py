@@ -28,11 +28,13 @@ Framework layers (:func:`implementation`, :func:`is_layer`)
 
 Plain numpy callables ``f(x)`` or ``f(x, keep_prob)`` need no adapter.
 
-What an adapter never does: reseed a random number generator (a user function that reseeds
-itself must stay visible to the battery), catch a user's exception, or repair a user's output
-(wrong shape, wrong dtype, NaN, an input modified in place). Such behaviour passes through
-unchanged so that the battery reports it; exceptions may gain a note saying which adapter
-call raised them.
+What an adapter never does: reseed a random number generator between calls (a user function
+that reseeds itself must stay visible to the battery; framework adapters only expose
+``Implementation.reseed``, which the battery calls once per seeded block), catch a user's
+exception, or repair a user's output (wrong shape, NaN, an input modified in place; the one
+conversion is keras' bfloat16 output widened exactly to the float32 probe's dtype). Such
+behaviour passes through unchanged so that the battery reports it; exceptions may gain a note
+saying which adapter call raised them.
 """
 
 from stats_dropout.verification.adapters.common import COURSE_CACHE_FIELDS, COURSE_PROBE_SHAPE
