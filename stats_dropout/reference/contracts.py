@@ -55,6 +55,18 @@ def lower_float_dtypes(dtype, compute_dtype=None):
     return tuple(out)
 
 
+def subnormal_spacing(dtype):
+    """Spacing of ``dtype``'s subnormal numbers (its smallest subnormal): below the smallest
+    normal number rounding is absolute, up to half of it, not relative (float16: 6e-8)."""
+    try:
+        info = np.finfo(dtype)
+    except (TypeError, ValueError):  # ml_dtypes types carry their own finfo
+        import ml_dtypes
+
+        info = ml_dtypes.finfo(dtype)
+    return float(info.smallest_subnormal)
+
+
 def _rounded(value, dtype):
     return float(np.asarray(value, dtype=np.float64).astype(dtype).astype(np.float64))
 
@@ -172,10 +184,12 @@ class ContractModel:
         of the output dtype of the terms' size ``|a·x| + |b|`` (:meth:`kept_magnitude`).
         """
         if self.noise == "alpha":
-            return ulp_tol(dtype, EXACT_ULPS) * self.kept_magnitude(x, p)
+            return ulp_tol(dtype, EXACT_ULPS) * self.kept_magnitude(x, p) + subnormal_spacing(dtype)
         rel = ulp_tol(dtype, 1) + ulp_tol(np.float64, EXACT_ULPS)
         slope = max(abs(f.slope) for f in (self.kept_forms(p, ()) if forms is None else forms))
-        return rel * slope * np.abs(np.asarray(x, dtype=np.float64))  # |v| ≤ largest slope · |x|
+        # |v| ≤ largest slope · |x|; a subnormal output is rounded to a multiple of the smallest
+        # subnormal (absolute error ≤ half of it; allowed: one spacing).
+        return rel * slope * np.abs(np.asarray(x, dtype=np.float64)) + subnormal_spacing(dtype)
 
     def dropped_tolerance(self, x, p, dtype):
         """Absolute tolerance of a dropped unit: ``EXACT_ULPS`` ulps of the dropped value's terms.

@@ -121,6 +121,20 @@ def test_torch_bfloat16_dropout_passes_and_reports_its_scale_bias():
     assert "1.109" in kept.message and "-0.15" in kept.message
 
 
+def test_torch_float16_dropout_passes_with_subnormal_inputs():
+    # float16 has subnormals below 6.1e-5 (the probe has some): there rounding is absolute, and
+    # a kept unit x/keep within half a subnormal spacing used to fail check_kept_scale.
+    torch = pytest.importorskip("torch")
+
+    def train(x):
+        return _to_numpy(torch.nn.functional.dropout(_to_torch(x), p=0.1, training=True))
+
+    x = PROBE.astype(np.float16)
+    assert np.any(np.abs(x[x != 0]) < np.finfo(np.float16).smallest_normal)
+    res = sd.verify_dropout(train, lambda z: z.copy(), keep_prob=0.9, example_input=x, seed=0)
+    assert res.passed, res
+
+
 def test_float32_noise_on_float64_input_passes():
     # The mask and scale computed in float32, applied to a float64 input: kept units are off by
     # 2.4e-8 relative (this failed with "scaled by 1.42857, expected 1.42857").

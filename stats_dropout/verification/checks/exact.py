@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from stats_dropout._internal.numerics import EXACT_ULPS, ulp_tol
+from stats_dropout.reference.contracts import subnormal_spacing
 from stats_dropout.verification.checks.common import (
     exact_decision,
     failed,
@@ -137,7 +138,7 @@ def check_eval_contract(run, p):
     z = z.astype(np.float64)
     tol = ulp_tol(run.x.dtype, EXACT_ULPS)  # x or p·x computed in one or two roundings, with headroom
     err = np.abs(z - expected)
-    bad = err > tol * np.abs(expected) + np.finfo(np.float64).tiny
+    bad = err > tol * np.abs(expected) + subnormal_spacing(run.x.dtype)  # p·x may be subnormal (float16)
     nz = x != 0
     ratio = float(np.median(z[nz] / x[nz])) if np.any(nz) else np.nan
     want = "x" if run.contract.name != "standard" else f"keep_prob·x = {p:g}·x"
@@ -148,7 +149,7 @@ def check_eval_contract(run, p):
         return failed("check_eval_contract", p,
                        f"eval output should be {want} for the {run.contract.name!r} contract, but "
                        f"{int(bad.sum())} of {x.size} units differ (median eval/input ratio "
-                       f"{ratio:.6g}). " + hint, decision)
+                       f"{ratio:.9g}). " + hint, decision)
     return passed("check_eval_contract", p, decision)
 
 
@@ -339,7 +340,7 @@ def check_backward_mask(run, p):
             else:
                 why = "the gradient does not use the same mask as the forward pass"
             return failed(name, p, f"{int(bad.sum())} of {x.size} gradient entries differ from "
-                                    f"upstream × mask × {scale:.6g}: {why}.")
+                                    f"upstream × mask × {scale:.9g}: {why}.")
     return passed(name, p)
 
 
