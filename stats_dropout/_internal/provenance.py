@@ -18,11 +18,15 @@ _PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 @functools.lru_cache(maxsize=1)
 def source_fingerprint():
     """``"<version>+<sha256 of every .py and .c file of the package, first 16 hex digits>"``."""
-    from stats_dropout import __version__
+    from importlib import metadata
 
+    try:
+        version = metadata.version("stats-dropout")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        version = "unknown"
     digest = hashlib.sha256()
     for path in sorted(_PACKAGE.rglob("*")):
         if path.suffix in (".py", ".c") and "__pycache__" not in path.parts:
             digest.update(path.relative_to(_PACKAGE).as_posix().encode())
             digest.update(path.read_bytes())
-    return f"{__version__}+{digest.hexdigest()[:16]}"
+    return f"{version}+{digest.hexdigest()[:16]}"

@@ -110,7 +110,8 @@ class _Run:
         if p not in self._evidence:
             k = self.keep_probs.index(p)
             seed_k = int(np.random.SeedSequence(self.seed, spawn_key=(k,)).generate_state(1)[0])
-            collector = Collector(self.impl.bound_train(p), self.x, p, self.contract, self.impl.reseed)
+            collector = Collector(self.impl.bound_train(p), self.x, p, self.contract, self.impl.reseed,
+                                  compute_dtype=self.impl.compute_dtype)
             self._evidence[p] = collector.collect(self.draws_for(p), seed_k)
         return self._evidence[p]
 
@@ -263,7 +264,9 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
             for p in run.keep_probs:
                 try:
                     found = diagnosis_of(run, p)
-                except Exception:  # noqa: BLE001 — a diagnosis is a bonus; the failures stand
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:  # noqa: BLE001 — a diagnosis is a bonus; the failures stand
                     found = ()
                 for item in found:
                     line = f"at keep_prob={p:g}: {item}"
