@@ -32,7 +32,8 @@ def _parser():
 
     # `verify`: handled by stats_dropout.cli.verify.run(args) -> exit code.
     p = sub.add_parser("verify", help="run the verification battery on your own dropout function")
-    p.add_argument("target", help="MODULE:CALLABLE or path/to/file.py:CALLABLE")
+    p.add_argument("target", help="MODULE:CALLABLE, path/to/file.py:CALLABLE or notebook.ipynb:CALLABLE "
+                                  "(a notebook's imports and definitions only are run)")
     p.add_argument("--keep-prob", type=float, nargs="+", required=True, dest="keep_prob",
                    help="keep probability (several values allowed); f(x, keep_prob) is also tested "
                         "at an asymmetric value (0.8 or 0.3), where a keep/drop swap shows")
@@ -50,6 +51,9 @@ def _parser():
                    help="also require f(x, keep_prob) to raise for keep_prob outside (0, 1] "
                         "(check_invalid_keep_prob; default: off, as learners' code rarely validates)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--details", action="store_true",
+                   help="print every check with its evidence (default: a summary of about ten lines: "
+                        "the verdict, the diagnosis and the failed checks)")
     p.set_defaults(func=_delegate("verify"))
 
     # `report` and `claims`: handled by stats_dropout.cli.report.run / stats_dropout.cli.claims.run.

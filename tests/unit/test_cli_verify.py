@@ -48,32 +48,29 @@ def test_correct_plain_function_passes(capsys):
     code, out, err = verify(capsys, target("plain_dropout.py", "dropout_fixed"), "--keep-prob", 0.8)
     assert code == 0, out
     assert "convention plain (detected)" in out
-    assert "PASSED" in out and "check_keep_rate[keep_prob=0.8]" in out
+    assert "PASSED: all 14 checks that ran passed" in out
+    assert "--details" in out.splitlines()[-1]  # where the full table is
     assert err == ""
 
 
-def test_broken_plain_function_fails_with_evidence_and_hint(capsys):
-    code, out, _ = verify(capsys, target("plain_dropout.py", "dropout_fixed_no_rescale"), "--keep-prob", 0.8)
+def test_broken_plain_function_fails_with_evidence_and_hint_in_details(capsys):
+    # --details prints today's full output: every failure with its evidence and hint, and the table.
+    code, out, _ = verify(capsys, target("plain_dropout.py", "dropout_fixed_no_rescale"), "--keep-prob", 0.8,
+                          "--details")
     assert code == 1
     failures = [line for line in out.splitlines() if line.startswith("FAILED check_kept_scale")]
     assert failures and "keep_prob" in failures[0]  # the hint names the missing division
     assert any(line.startswith("FAILED check_mean") and "CI" in line for line in out.splitlines())
+    assert any(line.strip().startswith("check_keep_rate[keep_prob=0.8]") for line in out.splitlines())
 
 
-def test_reseeding_course_forward_is_flagged(capsys, monkeypatch):
-    # One layer keeps the run short; the wiring of both layers is tested below.
-    monkeypatch.setattr(_cli_verify, "COURSE_LAYERS", (2,))
-    code, out, _ = verify(capsys, target("course_reseeded.py", "forward_propagation_with_dropout"),
-                          "--keep-prob", 0.8)
-    assert code == 1
-    assert "convention course (detected)" in out and "== layer 2" in out
-    assert any(line.startswith("FAILED check_independence_calls") for line in out.splitlines())
+# The course template's reseed, end to end, is in tests/unit/test_learner_output.py.
 
 
 def test_correct_course_forward_and_backward_pass(capsys, monkeypatch):
     monkeypatch.setattr(_cli_verify, "COURSE_LAYERS", (1,))
     code, out, _ = verify(capsys, target("course_correct.py", "forward_propagation_with_dropout"),
-                          "--keep-prob", 0.8)
+                          "--keep-prob", 0.8, "--details")
     failed = {line.split()[1].split("[")[0] for line in out.splitlines() if line.startswith("FAILED ")}
     # The sibling backward_propagation_with_dropout was found and checked.
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("check_backward_mask[")]
@@ -119,7 +116,7 @@ def test_importable_module_target(capsys, recorded, monkeypatch):
 
 def test_course_wiring(capsys, recorded):
     code, out, _ = verify(capsys, target("course_correct.py", "forward_propagation_with_dropout"),
-                          "--keep-prob", 0.8)
+                          "--keep-prob", 0.8, "--details")
     assert code == 0
     assert [c["train"].__name__ for c in recorded] == [
         "forward_propagation_with_dropout[layer=1]", "forward_propagation_with_dropout[layer=2]"]
@@ -185,7 +182,9 @@ def test_exit_code_one_when_any_battery_fails(capsys, monkeypatch):
 
     monkeypatch.setattr(stats_dropout.verification.battery, "verify_dropout", failing)
     code, out, _ = verify(capsys, target("plain_dropout.py", "dropout"), "--keep-prob", 0.8)
-    assert code == 1 and "FAILED check_mean[keep_prob=0.8]: off" in out
+    assert code == 1 and "FAILED check_mean: off" in out  # the summary
+    code, out, _ = verify(capsys, target("plain_dropout.py", "dropout"), "--keep-prob", 0.8, "--details")
+    assert code == 1 and "FAILED check_mean[keep_prob=0.8]: off" in out  # the full output
 
 
 # --- usage errors: exit 2, one line on stderr, no traceback --------------------------------------
