@@ -590,9 +590,12 @@ def _summary_lines(result, width, details):
     if result.passed:
         head = f"PASSED: all {n_passed} checks that ran passed" + (f", {len(skipped)} skipped" if skipped else "")
     else:
-        head = (f"FAILED: {len(failed)} of {len(checks)} checks failed "
-                f"({n_passed} passed, {len(skipped)} skipped)")
-    lines = [_fit(head + f"; contract {result.contract!r}, seed {result.seed}", width)]
+        head = (f"FAILED: {len(failed)} of {len(checks)} checks failed, {n_passed} passed"
+                + (f", {len(skipped)} skipped" if skipped else ""))
+    tested = list(dict.fromkeys(c.keep_prob for c in checks if c.keep_prob is not None))
+    setting = (f"keep_prob {', '.join(f'{p:g}' for p in tested)}; " if tested else "") + \
+        f"contract {result.contract}; seed {result.seed}"
+    lines = [_fit(f"{head} ({setting})", width)]
     groups = _diagnosis_groups(result) if failed else []
     others = []
     for c in failed:
@@ -641,8 +644,15 @@ def _summary_lines(result, width, details):
                 part = re.sub(r"\s*\([^)]*\)$", "", part).strip()
                 if part and part not in needs:
                     needs.append(part)
-        lines.append(_fit(f"Not applicable ({len(result.not_applicable)} checks), for want of "
-                          + ", ".join(needs), width))
+        line = f"Not applicable ({len(result.not_applicable)} checks), for want of "
+        for k, need in enumerate(needs):
+            last = k == len(needs) - 1
+            reserve = 0 if last else len(f" and {len(needs) - k - 1} more")
+            if k and len(line) + len(need) + reserve > width:
+                line = line.rstrip(", ") + f" and {len(needs) - k} more"
+                break
+            line += need + ("" if last else ", ")
+        lines.append(_fit(line, width))
     if details:
         lines.append(_fit(details, width))
     return lines

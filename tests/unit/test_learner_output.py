@@ -95,7 +95,7 @@ def test_summary_passed_skipped_and_not_applicable():
                 CheckResult("check_row_dispersion[keep_prob=0.8]", "skipped", "fewer than 2 rows", keep_prob=0.8)],
                not_applicable=["check_eval_contract: needs an eval path (eval=...)"])
     lines = r.summary().splitlines()
-    assert lines[0] == "PASSED: all 1 checks that ran passed, 1 skipped; contract 'inverted', seed 0"
+    assert lines[0] == "PASSED: all 1 checks that ran passed, 1 skipped (keep_prob 0.8; contract inverted; seed 0)"
     assert "Skipped check_row_dispersion: fewer than 2 rows" in lines
     assert "Not applicable (1 checks), for want of an eval path" in lines
     assert lines[-1].endswith("print(result)")
