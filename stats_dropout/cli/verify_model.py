@@ -1,0 +1,95 @@
+"""``stats-dropout verify-model MODULE:FACTORY``: every dropout site of a torch model.
+
+``FACTORY()`` returns ``(model, example_batch)``; the model is verified by
+:func:`stats_dropout.verification.models.verify_model` and the per-site table printed.
+``run(args) -> int`` is the handler :mod:`stats_dropout.cli` delegates to. Exit codes: 0 every
+site passed and eval mode is deterministic, 1 a site failed or eval mode is random, 2 usage
+error (raised as :class:`~stats_dropout.cli.errors.UsageError`): a malformed target, a factory
+that raises or returns something else, an unknown ``--sites`` path, a model that raises on its
+example batch, torch not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from stats_dropout.cli.errors import UsageError
+
+__all__ = ["run", "add_arguments", "load_factory"]
+
+
+def add_arguments(parser):
+    """The options of ``verify-model`` (what ``stats_dropout.cli`` adds to its sub-parser)."""
+    parser.add_argument("target", help="MODULE:FACTORY or path/to/file.py:FACTORY; FACTORY() returns "
+                                       "(model, example_batch)")
+    parser.add_argument("--sites", nargs="+", default=None,
+                        help="module paths to verify (default: every dropout site found by the rule)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--false-fail-rate", type=float, default=1e-6, dest="false_fail_rate",
+                        help="false-fail rate of each site's battery; the model's total is at most this "
+                             "times the number of sites (default: 1e-6)")
+    parser.add_argument("--csv", default=None, help="also write the per-site table to this CSV file")
+    return parser
+
+
+def load_factory(target):
+    """``(model, example_batch)`` from calling the factory named by ``target``."""
+    from stats_dropout.cli.verify import load_target
+
+    _, factory = load_target(target)
+    try:
+        made = factory()
+    except Exception as exc:  # noqa: BLE001 — the user's factory failing is theirs to fix
+        raise UsageError(f"{target}() raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(made, tuple) or len(made) != 2:
+        raise UsageError(f"{target}() must return (model, example_batch); got {type(made).__name__}"
+                         + (f" of length {len(made)}" if isinstance(made, tuple) else ""))
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(made[0], torch.nn.Module):
+        raise UsageError(f"{target}() must return a torch.nn.Module first; got {type(made[0]).__name__}")
+    return made
+
+
+@contextlib.contextmanager
+def _restored_sys_path():
+    saved = list(sys.path)  # a file target puts its directory on sys.path for its imports
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def run(args):
+    """Handle ``stats-dropout verify-model``; return the exit code (0 pass, 1 fail)."""
+    from stats_dropout._internal.validation import probability_iv, seed_iv
+
+    try:
+        seed = seed_iv(args.seed, "--seed")
+        rate = probability_iv(args.false_fail_rate, "--false-fail-rate")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.csv:
+        from stats_dropout._internal.files import output_file_iv
+
+        try:
+            output_file_iv(args.csv, "--csv")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    with _restored_sys_path():
+        model, batch = load_factory(args.target)
+        from stats_dropout.verification.models import verify_model
+
+        try:
+            result = verify_model(model, batch, sites=args.sites, seed=seed, false_fail_rate=rate)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except Exception as exc:  # noqa: BLE001 — the model raising on its own example batch
+            raise UsageError(f"the model raised on its example batch: {type(exc).__name__}: {exc}") from None
+    print(f"stats-dropout verify-model {args.target}: seed {seed}")
+    print(result, flush=True)
+    if args.csv:
+        from stats_dropout._internal.files import write_csv
+
+        write_csv(result.to_frame(), args.csv)
+    return 0 if result.passed else 1
