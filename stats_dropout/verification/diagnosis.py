@@ -188,6 +188,11 @@ def sharing_cause(ndim, declared, measured):
                 "is kept or dropped whole — the batched (N, C, L) input is read as one unbatched sample "
                 "(C, H, W) whose channels are the batch (torch Dropout2d on 3-D input since 1.11, "
                 "pytorch#77081; use Dropout1d for (N, C, L))")
+    if declared and measured and not set(declared) & set(measured):
+        return (f"the mask is shared along {_axes(measured)} instead of {_axes(declared)}: the noise shape "
+                "has its 1s on the wrong axes (e.g. a channels-last layout read as channels-first, or "
+                "the channel axis given as the shared one) — one mask per sample and channel needs a "
+                f"noise shape with 1 on {_axes(declared)} only")
     parts = []
     for a in extra:
         if a == 0:

@@ -23,8 +23,8 @@ from stats_dropout.verification.diagnosis import diagnose, identical_masks_cause
 _DIAGNOSES = weakref.WeakKeyDictionary()
 #: Calls of ``train`` made to measure which axes a mask is constant along (failures only).
 SHARING_CALLS = 2
-#: Observable mask entries below which identical successive masks may be chance.
-MIN_REPEAT_ENTRIES = 128
+#: Largest chance of any identical pair of independent masks for repeats to be reported.
+CHANCE_REPEATS = 1e-9
 
 
 def check_id(check, p):
@@ -96,10 +96,14 @@ def is_jitted(fn, depth=3):
             if f is None or id(f) in seen:
                 continue
             seen.add(id(f))
-            if all(hasattr(f, a) for a in ("lower", "trace", "eval_shape")):
-                return True
-            following.append(f.func if isinstance(f, functools.partial) else getattr(f, "__wrapped__", None))
-            for cell in getattr(f, "__closure__", None) or ():
+            try:  # any object may sit in a closure; its attribute lookup may raise anything
+                if all(hasattr(f, a) for a in ("lower", "trace", "eval_shape")):
+                    return True
+                following.append(f.func if isinstance(f, functools.partial) else getattr(f, "__wrapped__", None))
+                cells = getattr(f, "__closure__", None) or ()
+            except Exception:  # noqa: BLE001 — not a jitted function, then
+                continue
+            for cell in cells:
                 try:
                     content = cell.cell_contents
                 except ValueError:  # an empty cell
@@ -127,14 +131,20 @@ def identical_calls_of(run, p):
 def repeated_calls_of(run, p):
     """Pairs of successive calls with identical masks, when some but not all were (else 0).
 
-    Counted only for masks of at least :data:`MIN_REPEAT_ENTRIES` observable entries, where two
-    independent masks coincide by chance with probability below ``0.82**128 ≈ 1e-11`` (p = 0.9).
+    Counted only where chance cannot explain one: at the measured keep rate ``r`` two
+    independent masks of ``m`` observable entries coincide with probability ``(r² + (1 − r)²)^m``,
+    which over the run's pairs must stay below :data:`CHANCE_REPEATS`; and only when the masks
+    show no sharing of their own (entries tied along an axis make far fewer independent entries).
     """
     ev = run.evidence(p)
-    entries = int(np.count_nonzero(ev.entry_trials)) if ev.entry_trials is not None else 0
-    if identical_calls_of(run, p) or entries < MIN_REPEAT_ENTRIES or not 0 < ev.kept < ev.trials:
+    if identical_calls_of(run, p) or not ev.identical_consecutive or not 0 < ev.kept < ev.trials:
         return 0
-    return int(ev.identical_consecutive)
+    if ev.entry_trials is None or _sharing_suspect(run, ev):
+        return 0
+    m = int(np.count_nonzero(ev.entry_trials))
+    r = ev.kept / ev.trials
+    chance = max(ev.draws - 1, 1) * np.exp(m * np.log(r * r + (1 - r) ** 2))
+    return int(ev.identical_consecutive) if chance < CHANCE_REPEATS else 0
 
 
 def identical_masks_message(run, p):
@@ -233,12 +243,18 @@ def _diagnosis(run, p):
     if ev.scale_ratios:
         scale = float(np.median(ev.scale_ratios))
     sharing = None
-    if not ev.broken and ev.has_masks and run.x.ndim and _sharing_suspect(run, ev):
-        measured = measured_sharing(run, p)
-        if measured is not None:
-            declared = resolve_shared_axes(run.contract.shared_axes, run.x.ndim, "contract")
-            sharing = (run.x.ndim, tuple(a % run.x.ndim for a in declared), tuple(sorted(measured)))
-    eval_ratio, eval_dropped = eval_profile(run, p)
+    try:  # the optional measurements below call user code once more; a failure only loses them
+        if not ev.broken and ev.has_masks and run.x.ndim and _sharing_suspect(run, ev):
+            measured = measured_sharing(run, p)
+            if measured is not None:
+                declared = resolve_shared_axes(run.contract.shared_axes, run.x.ndim, "contract")
+                sharing = (run.x.ndim, tuple(a % run.x.ndim for a in declared), tuple(sorted(measured)))
+    except Exception:  # noqa: BLE001 — a diagnosis is a bonus; the failures stand
+        sharing = None
+    try:
+        eval_ratio, eval_dropped = eval_profile(run, p)
+    except Exception:  # noqa: BLE001
+        eval_ratio = eval_dropped = None
     impl = run.impl
     return diagnose(keep_prob=p, contract=run.contract.name, rate=rate, rate_ci=rate_ci, scale=scale,
                     only_zero_one=ev.only_zero_one and ev.draws > 0 and not np.all(np.isin(run.x, (0, 1))),
