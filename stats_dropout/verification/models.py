@@ -49,7 +49,7 @@ class SiteResult:
     failing_checks: tuple = ()
     calls: int = 0
     input_shape: tuple | None = None
-    dtype: str | None = None
+    dtype: str | None = None  # the probe's dtype, and the captured activation's if it differs
     note: str = ""
     result: VerificationResult | None = dataclasses.field(default=None, repr=False)
     seconds: float = 0.0
@@ -196,11 +196,13 @@ def _run_site(torch, site, captured, calls, *, functional_call, active_in_eval, 
         return SiteResult(verdict="not called" if captured is None else "unsupported", note=note, **fields)
     tensor, extra = captured
     fields.update(input_shape=tuple(tensor.shape), dtype=str(tensor.dtype).replace("torch.", ""))
+    captured_dtype = fields["dtype"]
     notes = [f"called {calls} times per forward; the first call's input was tested"] if calls > 1 else []
     try:
         if extra:
             raise TypeError(f"called with {extra} argument(s) besides its input; the battery calls it as f(x)")
         x = _numpy_input(torch, tensor, dtype)
+        fields["dtype"] = f"{x.dtype} (captured {captured_dtype})" if str(x.dtype) != captured_dtype else str(x.dtype)
         if functional_call is not None:
             impl = _functional_implementation(torch, site, functional_call, active_in_eval)
         else:

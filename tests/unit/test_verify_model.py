@@ -97,6 +97,7 @@ def test_tiny_net_every_site_passes(tiny_result):
     assert frame[["path", "kind", "keep_prob", "verdict"]].values.tolist() == [
         ["blocks.0.dropout", "dropout", 0.8, "passed"], ["blocks.0.drop_path", "drop_path", 0.75, "passed"],
         ["head", "dropout", 0.5, "passed"]]
+    assert set(frame["dtype"]) == {"float64 (captured float32)"}
     twice = row(r, "blocks.0.dropout")
     assert twice.calls == 2 and "first call" in twice.note
     assert r.sites["blocks.0.drop_path"].to_frame().set_index("check").filter(like="sharing", axis=0)["status"].eq(
@@ -172,6 +173,8 @@ def test_argument_errors(mt):
         verify_model(model, batch, sites="head")
     with pytest.raises(ValueError, match="`dtype`"):
         verify_model(model, batch, dtype="int32")
+    half = verify_model(model, batch, dtype="float16", check_eval=False)  # the dtype the probe is tested in
+    assert half.passed and half.rows[0].dtype == "float16 (captured float32)"
     with pytest.raises(ValueError, match="false_fail_rate"):
         verify_model(model, batch, false_fail_rate=2.0)
 
