@@ -148,6 +148,13 @@ def test_functional_dropout_left_on_in_eval_is_found(mt):
     assert "training=True" in r.eval_findings[0][1]
 
 
+def test_drop_path_with_one_mask_per_unit_is_found(mt):
+    model, batch = mt.drop_path_bug()
+    r = verify_model(model, batch, seed=0)
+    assert r.failed_sites == ("blocks.0.drop_path",) and r.eval_deterministic
+    assert "check_sharing_pattern" in row(r, "blocks.0.drop_path").failing_checks
+
+
 def test_random_module_that_is_no_site_gets_a_row(mt):
     model, batch = mt.noisy_activation()
     r = verify_model(model, batch, sites=[])
