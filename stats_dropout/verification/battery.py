@@ -260,8 +260,9 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
     with seeded_global_rngs(seed, impl.reseed):
         results = [_run_check(spec, run, p) for p, spec in run.checks]
         diagnosis = []
-        if any(r.status == "failed" for r in results):
-            for p in run.keep_probs:
+        failed_at = {r.keep_prob for r in results if r.status == "failed"}
+        if failed_at:
+            for p in (q for q in run.keep_probs if q in failed_at):  # diagnose only where a check failed
                 try:
                     found = diagnosis_of(run, p)
                 except KeyboardInterrupt:

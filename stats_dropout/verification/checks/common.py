@@ -18,6 +18,7 @@ from stats_dropout.inference.results import CheckResult, Decision
 from stats_dropout.inference.stats import decide_keep_rate
 from stats_dropout.reference.schemes import resolve_shared_axes
 from stats_dropout.verification.diagnosis import diagnose, identical_masks_cause
+from stats_dropout.verification.evidence import call_user
 
 #: run -> {keep_prob: diagnosis}; weak, so a finished run takes its diagnoses with it.
 _DIAGNOSES = weakref.WeakKeyDictionary()
@@ -53,9 +54,10 @@ def from_decision(check, p, decision, hint=""):
     # Holm decisions report the worst element with its simultaneous interval (level 1 − α/m).
     ci_alpha = decision.details.get("ci_alpha", decision.false_fail_rate)
     simultaneous = "simultaneous " if ci_alpha < decision.false_fail_rate else ""
-    msg = (f"{decision.property}: estimate {decision.estimate:.6g} ({simultaneous}CI at confidence "
-           f"1 − {ci_alpha:.2g}: [{decision.ci_low:.6g}, {decision.ci_high:.6g}]) "
-           f"differs from {decision.expected:.6g} "
+    # Nine significant digits: enough to show a difference in the last bits of a float32 scale.
+    msg = (f"{decision.property}: estimate {decision.estimate:.9g} ({simultaneous}CI at confidence "
+           f"1 − {ci_alpha:.2g}: [{decision.ci_low:.9g}, {decision.ci_high:.9g}]) "
+           f"differs from {decision.expected:.9g} "
            f"(p = {decision.pvalue:.3g}; false-fail rate {decision.false_fail_rate:.2g}; smallest "
            f"detectable {decision.effect_units} error {decision.min_detectable_effect:.3g} at "
            f"false-pass rate {decision.false_pass_rate:.2g}).")
@@ -175,16 +177,16 @@ def measured_sharing(run, p):
     x, c = run.x, run.contract
     x64 = x.astype(np.float64)
     dropped = c.dropped_value(x64, p)
-    tol = 8 * np.finfo(x.dtype).eps * np.maximum(np.abs(dropped), np.abs(x64))
-    observable = x64 != 0
+    tol = c.dropped_tolerance(x64, p, x.dtype)  # the dtype's own dead band (bfloat16 included)
+    observable = c.observable(x64, p, x.dtype)
     shared = None
     fn = run.impl.bound_train(p)
     with seeded_global_rngs(run.seed, run.impl.reseed):
         for _ in range(SHARING_CALLS):
-            try:
-                y = np.asarray(fn(x.copy()), dtype=np.float64)
-            except Exception:  # noqa: BLE001 — reported by check_output_shape_dtype
+            y, error = call_user(fn, x.copy())
+            if error is not None:  # reported by check_output_shape_dtype
                 return shared
+            y = np.asarray(y, dtype=np.float64)
             if y.shape != x.shape:
                 return shared
             kept = np.abs(y - dropped) > tol
@@ -212,10 +214,10 @@ def eval_profile(run, p):
     fn = run.impl.bound_eval(p)
     if fn is None:
         return None, None
-    try:
-        z = np.asarray(fn(run.x.copy()), dtype=np.float64)
-    except Exception:  # noqa: BLE001 — reported by check_eval_contract
+    z, error = call_user(fn, run.x.copy())
+    if error is not None:  # reported by check_eval_contract
         return None, None
+    z = np.asarray(z, dtype=np.float64)
     if z.shape != run.x.shape:
         return None, None
     x = run.x.astype(np.float64)

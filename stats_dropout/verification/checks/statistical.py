@@ -11,7 +11,15 @@ from stats_dropout._internal.numerics import MOMENT_ULPS, ulp_tol
 from stats_dropout.inference.montecarlo import RunningMoments
 from stats_dropout.inference.results import Decision
 from stats_dropout.inference.stats import decide_dispersion, decide_keep_rate, decide_mean_equal
-from stats_dropout.verification.checks.common import failed, from_decision, hint_for, skipped, unusable
+from stats_dropout.verification.checks.common import (
+    failed,
+    from_decision,
+    identical_calls_of,
+    identical_masks_message,
+    lazy_hint,
+    skipped,
+    unusable,
+)
 from stats_dropout.verification.checks.exact import accepted_bias
 
 
@@ -66,7 +74,7 @@ def check_keep_rate(run, p):
     ev = run.evidence(p)
     d = decide_keep_rate(ev.kept, ev.trials, p, false_fail_rate=run.alpha, false_pass_rate=run.beta,
                          property="fraction of kept units equals keep_prob")
-    return from_decision(name, p, d, hint_for(run, p))
+    return from_decision(name, p, d, lazy_hint(run, p))
 
 
 def check_keep_rate_per_position(run, p):
@@ -81,9 +89,9 @@ def check_keep_rate_per_position(run, p):
         return skipped(name, p, "fewer than 2 positions with observable masks")
     d = decide_keep_rate(counts[ok], trials[ok], p, false_fail_rate=run.alpha, false_pass_rate=run.beta,
                          property="keep rate equals keep_prob at every position")
-    hint = hint_for(run, p) or ("Some positions are kept more or less often than others: is the mask "
-                             "drawn for one row and reused, or indexed wrongly?")
-    return from_decision(name, p, d, hint)
+    return from_decision(name, p, d, lazy_hint(
+        run, p, fallback="Some positions are kept more or less often than others: is the mask drawn for "
+                         "one row and reused, or indexed wrongly?"))
 
 
 def check_keep_rate_per_channel(run, p):
@@ -157,8 +165,7 @@ def check_mean(run, p):
                           rtol=rounding_rtol(run, p), null_sd=run.null_sd(p, "mean"),
                           property="train-time mean / expected mean (projection ratio)")
     want = "the eval output" if run.contract.name != "moments" else "the alpha-dropout mean"
-    hint = f"E[train(x)] should equal {want} unit by unit. " + hint_for(run, p)
-    return from_decision(name, p, d, hint.strip())
+    return from_decision(name, p, d, lazy_hint(run, p, prefix=f"E[train(x)] should equal {want} unit by unit. "))
 
 
 def check_mean_per_unit(run, p):
@@ -187,7 +194,7 @@ def check_mean_per_unit(run, p):
         d = decide_mean_equal(mom, mu, false_fail_rate=run.alpha, false_pass_rate=run.beta, scale=mu,
                               rtol=rounding_rtol(run, p), atol=1e-300, property=prop,
                               null_sd=np.sqrt(var))  # a unit's mean of Gaussian noise is exactly normal
-    return from_decision(name, p, d, ("Some units are biased. " + hint_for(run, p)).strip())
+    return from_decision(name, p, d, lazy_hint(run, p, prefix="Some units are biased. "))
 
 
 def check_variance(run, p):
@@ -206,7 +213,7 @@ def check_variance(run, p):
     if run.contract.noise == "gaussian":
         hint = ("The multiplicative noise must have standard deviation sqrt((1 − keep_prob)/keep_prob) = "
                 f"{math.sqrt((1 - p) / p):.4f}; estimated ratio {d.estimate:.4f} of the expected variance.")
-    return from_decision(name, p, d, hint or hint_for(run, p))
+    return from_decision(name, p, d, hint or lazy_hint(run, p))
 
 
 def check_row_dispersion(run, p):
@@ -254,8 +261,9 @@ def check_independence_units(run, p):
     decisions = [_correlation_decision(f"correlation of neighbouring masks along axis {a}",
                                        ev.axis_pairs[a], alpha, run.beta) for a in axes]
     d = min(decisions, key=lambda q: q.pvalue)
-    return from_decision(name, p, d, hint_for(run, p) or "Units must be dropped independently; a mask "
-                                                      "shared along an axis must be declared with shared_axes.")
+    return from_decision(name, p, d, lazy_hint(
+        run, p, fallback="Units must be dropped independently; a mask shared along an axis must be declared "
+                         "with shared_axes."))
 
 
 def check_independence_rows(run, p):
@@ -268,9 +276,9 @@ def check_independence_rows(run, p):
         return skipped(name, p, "batch axis shared by design, a single row, or keep_prob = 1")
     d = _correlation_decision("correlation of masks of neighbouring batch rows", ev.axis_pairs[0],
                               run.alpha, run.beta)
-    return from_decision(name, p, d, hint_for(run, p) or "Every example in a batch must get its own mask "
-                                                      "(per-sample dropout); if one mask per batch is "
-                                                      "intended, declare shared_axes=(0,).")
+    return from_decision(name, p, d, lazy_hint(
+        run, p, fallback="Every example in a batch must get its own mask (per-sample dropout); if one mask "
+                         "per batch is intended, declare shared_axes=(0,)."))
 
 
 def check_independence_calls(run, p):
@@ -282,11 +290,8 @@ def check_independence_calls(run, p):
     if p == 1:
         return skipped(name, p, "keep_prob = 1: nothing is dropped")
     d = _correlation_decision("correlation of masks of successive calls", ev.call_pairs, run.alpha, run.beta)
-    if d.rejected and ev.identical_consecutive == ev.draws - 1:
-        return failed(name, p, f"every call drops the same units: all {ev.draws} successive calls "
-                                "produced identical masks. The function reseeds the random number "
-                                "generator (e.g. np.random.seed(1) at the top of the forward pass); "
-                                "seed once, outside the training loop.", d)
+    if d.rejected and identical_calls_of(run, p):
+        return failed(name, p, identical_masks_message(run, p).rstrip(".") + ".", d)
     return from_decision(name, p, d, "Successive calls must draw fresh masks.")
 
 
