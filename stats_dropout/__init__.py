@@ -26,6 +26,7 @@ from stats_dropout.reference.schemes import SCHEMES, DropoutScheme, get_scheme
 from stats_dropout.verification import adapters
 from stats_dropout.verification.battery import iter_checks, verify_dropout
 from stats_dropout.verification.implementation import Implementation
+from stats_dropout.verification.models import ModelVerificationResult, verify_model
 from stats_dropout.verification.parametrize import parametrize_with_checks
 from stats_dropout.verification.scheme_checks import verify_scheme
 
@@ -47,6 +48,7 @@ __all__ = [
     "Decision",
     "DropoutScheme",
     "Implementation",
+    "ModelVerificationResult",
     "SchemeVerificationResult",
     "TrainMoments",
     "VerificationResult",
@@ -60,6 +62,7 @@ __all__ = [
     "stats",
     "theory",
     "verify_dropout",
+    "verify_model",
     "verify_scheme",
     *_LAZY,
 ]
