@@ -114,3 +114,21 @@ def test_cli_example_runs_on_a_correct_file(line, tmp_path, monkeypatch, capsys)
     argv = shlex.split(line)[1:]
     code = main(argv)
     assert code == 0, capsys.readouterr().out[-3000:]
+
+
+def test_ci_example_gives_the_ids_readme_prints(pytester):
+    block = next(b for b in blocks("python") if "parametrize_with_checks" in b)
+    pytester.makepyfile(test_readme_ci=(
+        "import numpy as np\n"
+        "def my_dropout(x, keep_prob):\n"
+        "    if not 0 < keep_prob <= 1:\n"
+        "        raise ValueError('keep_prob must be in (0, 1]')\n"
+        "    return x * (np.random.rand(*x.shape) < keep_prob) / keep_prob\n"
+        "def my_eval(x):\n"
+        "    return x.copy()\n" + block))
+    printed = re.search(r"# (test_dropout\[\S+\]\])", block).group(1)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--collect-only", "-q")
+    assert any(line.endswith(printed) for line in result.outlines), result.outlines[:5]
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-k", "check_keep_rate and not per_ and not vs_")
+    result.assert_outcomes(passed=2)  # keep_prob 0.8 and the asymmetric 0.3
+
