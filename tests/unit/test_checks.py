@@ -114,9 +114,10 @@ def test_probe_shapes_for_any_shared_axes():
 def test_zero_inputs_do_not_fail_a_correct_channel_dropout():
     # Zero padding at index 0 of a shared (spatial) axis, and rows with many zeros: masks are
     # unobservable there, which must not look like dropped units or over-dispersed rows.
-    x = sd.reference.probes.scheme_probe((64, 16, 8, 8), seed=4)
+    # The default channel probe's shape: 65536 independent mask entries keep the draws few.
+    x = sd.reference.probes.scheme_probe((256, 256, 2, 2), seed=4)
     x[:, :, 0, :] = 0.0
-    x[:32, :, 1:5, :] = 0.0
+    x[:128, :, 1, 1:] = 0.0
 
     def channel(z, keep_prob):
         if not 0 < keep_prob <= 1:

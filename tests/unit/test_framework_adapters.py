@@ -33,6 +33,7 @@ def failing(result):
 
 # --- laziness (and keras on the torch backend: one child interpreter for both) ---------------
 
+@pytest.mark.slow  # a child interpreter importing torch and keras: ~10 s; the slow tier runs it
 def test_no_framework_imported_then_keras_on_the_torch_backend():
     have = [m for m in ("keras", "torch") if __import__("importlib").util.find_spec(m) is not None]
     out = run_child(f"""

@@ -158,6 +158,7 @@ def _measure(factor, block_elements):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a performance property (two child processes); benchmarks/run.py measures it too
 def test_memory_flat_in_the_number_of_draws():
     """10× the draws → < 1.2× the peak memory (tracemalloc per run, and the process's peak RSS).
 

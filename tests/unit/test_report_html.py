@@ -67,6 +67,7 @@ def test_report_screenshot_is_not_blank(report_dir, tmp_path):
 
 
 # --- the page itself ------------------------------------------------------------------------
+@pytest.mark.slow  # a second report (~12 s); test_reporting checks byte-identical CSVs in the default run
 def test_equal_options_give_a_byte_identical_page(report_dir, tmp_path):
     # A second run with the same options, started from the first run's cell cache (resuming
     # equals recomputing: test_reporting.py), so the ledger, figures and page are redrawn in a
