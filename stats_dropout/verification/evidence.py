@@ -15,6 +15,7 @@ import traceback
 
 import numpy as np
 
+from stats_dropout._internal.numerics import ulp_tol
 from stats_dropout._internal.rng import seeded_global_rngs
 from stats_dropout._internal.validation import is_real_float_dtype
 from stats_dropout.inference.montecarlo import RunningMoments
@@ -198,9 +199,16 @@ class Collector:
         # any lower-precision float dtype; then one rounding into the output dtype (the contract
         # derives the tolerances, ContractModel.kept_tolerance / dropped_tolerance).
         self.forms = contract.kept_forms(keep_prob, lower_float_dtypes(x.dtype, compute_dtype))
+        # The dtype whose last rounding an output carries: the output dtype, or a declared compute
+        # dtype of lower precision (a bfloat16 layer whose outputs travel in a float32 carrier:
+        # its values were rounded to bfloat16 before they were widened).
+        self.rounding_dtype = x.dtype
+        if compute_dtype is not None and is_real_float_dtype(compute_dtype) and (
+                ulp_tol(compute_dtype, 1) > ulp_tol(x.dtype, 1)):
+            self.rounding_dtype = compute_dtype
         # A unit is observable where its kept and dropped values differ beyond rounding: x ≠ 0
         # for Bernoulli masks, x away from α' for alpha dropout.
-        self.observable = contract.observable(self.x64, keep_prob, x.dtype, self.forms)
+        self.observable = contract.observable(self.x64, keep_prob, self.rounding_dtype, self.forms)
 
     def _statistic_row(self, y):
         n = max(y.size, 1)
@@ -274,7 +282,7 @@ class Collector:
     # --- masks ----------------------------------------------------------------------------
     def _init_masks(self, ev):
         x = self.x64
-        dtype = self.x.dtype
+        dtype = self.rounding_dtype
         self.dropped = self.c.dropped_value(x, self.p)
         self.kept_value = self.c.kept_value(x, self.p)
         self.kept_tol = self.c.dropped_tolerance(x, self.p, dtype)

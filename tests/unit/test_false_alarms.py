@@ -267,3 +267,26 @@ def test_keras_rate_one_returns_zeros_and_passes(monkeypatch):
     impl = sd.Implementation(train, keep_prob=0.8, example_input=PROBE[:8].astype(np.float32))
     (res,) = only(impl, "check_invalid_keep_prob").values()
     assert res.status == "passed", res.message
+
+
+def test_a_bfloat16_layer_in_a_float32_carrier_passes_and_a_wrong_scale_still_fails():
+    # keras' bfloat16 dropout: x / fl_bf16(keep_prob) rounded to bfloat16, then widened to
+    # float32 (the carrier the battery sees, compute_dtype="bfloat16"). Its -0.08 % bias is
+    # measured and reported; a 1 % scale error is not a rounding and still fails.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = ml_dtypes.bfloat16
+    x = sd.reference.probes.scheme_probe((256, 1024), seed=5).astype(bf16).astype(np.float32)
+
+    def layer(scale_error):
+        def train(z):
+            keep = (np.random.rand(*z.shape) < 0.8)
+            kp = np.float32(np.array(0.8, dtype=bf16))
+            return (z * keep / kp * scale_error).astype(bf16).astype(np.float32)
+        return sd.Implementation(train, lambda z: z.copy(), keep_prob=0.8, example_input=x, compute_dtype="bfloat16")
+
+    good = sd.verify_dropout(layer(1.0))
+    assert good.passed, good.summary()
+    scale = next(c for c in good.checks if c.check.startswith("check_kept_scale"))
+    assert "bias -0.08" in scale.message
+    bad = sd.verify_dropout(layer(1.01))
+    assert "check_kept_scale[keep_prob=0.8]" in {c.check for c in bad.failed_checks}
