@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stats_dropout.cli import verify_model
 from stats_dropout.cli.errors import UsageError
 
 __all__ = ["main", "UsageError"]
@@ -58,14 +59,7 @@ def _parser():
 
     # `verify-model`: handled by stats_dropout.cli.verify_model.run(args) -> exit code.
     p = sub.add_parser("verify-model", help="verify every dropout site of a torch model on its own activations")
-    p.add_argument("target", help="MODULE:FACTORY or path/to/file.py:FACTORY; FACTORY() returns (model, example_batch)")
-    p.add_argument("--sites", nargs="+", default=None,
-                   help="module paths to verify (default: every dropout site found by the rule)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--false-fail-rate", type=float, default=1e-6, dest="false_fail_rate",
-                   help="false-fail rate of each site's battery; the model's total is at most this times the "
-                        "number of sites (default: 1e-6)")
-    p.add_argument("--csv", default=None, help="also write the per-site table to this CSV file")
+    verify_model.add_arguments(p)
     p.set_defaults(func=_delegate("verify_model"))
 
     # `report` and `claims`: handled by stats_dropout.cli.report.run / stats_dropout.cli.claims.run.
