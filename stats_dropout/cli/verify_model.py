@@ -35,7 +35,7 @@ def add_arguments(parser):
 
 def load_factory(target):
     """``(model, example_batch)`` from calling the factory named by ``target``."""
-    from stats_dropout.cli.verify import load_target
+    from stats_dropout.cli.targets import load_target
 
     _, factory = load_target(target)
     try:

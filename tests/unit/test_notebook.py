@@ -46,7 +46,7 @@ def test_load_runs_no_training_download_or_magic(capsys):
     assert module.KEEP_PROB == 0.86 and callable(module.forward_propagation_with_dropout)
     assert not hasattr(module, "A3") and not hasattr(module, "parameters")
     # The learner's source is reachable, by cell and line.
-    from stats_dropout.cli.verify import reseed_line
+    from stats_dropout.cli.learner import reseed_line
 
     line, code, path = reseed_line(module.forward_propagation_with_dropout)
     assert code == "np.random.seed(1)"
