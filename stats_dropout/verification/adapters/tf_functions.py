@@ -6,8 +6,17 @@ Two TF conventions:
     the rate bound, ``tf.random.stateless_*``): ``seed`` is a shape-[2] int32 pair. The adapter
     keeps a base pair ``[seed, 0]`` set by ``reseed(seed)`` and passes ``[seed, call]`` with a
     call counter, so each train call gets a fresh seed pair; ``rng_source="tf-stateless"``.
-``fn(x)`` — a stateful op drawing from TF's global generator (``tf.nn.dropout(x, rate)``):
-    ``reseed(seed)`` calls ``tf.random.set_seed(seed)``; ``rng_source="tf-global"``.
+``fn(x)`` — a stateful op drawing from TF's global seed (``tf.nn.dropout(x, rate)``) or from
+    ``tf.random.get_global_generator()``: ``reseed(seed)`` calls ``tf.random.set_seed(seed)`` and
+    resets the global ``tf.random.Generator`` in place (``reset_from_seed``; ``set_seed`` alone does
+    not reach it); ``rng_source="tf-global"``. Two kinds of stateful randomness stay beyond
+    ``reseed``: a ``tf.random.Generator`` that ``fn`` made itself (reproducible only by its own
+    seed), and a stateful op inside a ``tf.function``, whose op seed is fixed when the function is
+    traced, so every ``reseed`` replays the stream of the seed in force at the trace. Both are still
+    verified soundly (successive calls differ); only replaying a run by seed is lost.
+
+Checked against tensorflow-cpu 2.21 (stateless and stateful ops, eager and ``tf.function``,
+float32/float64, ``noise_shape``); tests/unit/test_tensorflow.py runs those where TF is installed.
 
 TensorFlow is imported only when ``as_tensors=True`` (the default) and a function is adapted;
 without it a clear ImportError says how to install it. ``as_tensors=False`` passes numpy arrays
@@ -89,7 +98,8 @@ def from_tf(fn, eval=None, *, keep_prob, contract="inverted", shared_axes=(), ex
     Returns
     -------
     Implementation
-        ``reseed`` drives the seed pairs (stateless) or ``tf.random.set_seed`` (stateful).
+        ``reseed`` drives the seed pairs (stateless), or ``tf.random.set_seed`` and the global
+        ``tf.random.Generator`` (stateful).
 
     Raises
     ------
@@ -123,6 +133,7 @@ def from_tf(fn, eval=None, *, keep_prob, contract="inverted", shared_axes=(), ex
             seeds.reseed(seed)
         else:
             tf.random.set_seed(int(seed) % 2**31)
+            tf.random.get_global_generator().reset_from_seed(int(seed) % 2**31)
 
     evaluate = None if eval is None else named(lambda x: convert_out(eval(convert_in(x))), f"{label}.eval")
     return Implementation(named(train, f"{label}.train"), evaluate, keep_prob=keep_prob, contract=contract,
