@@ -129,6 +129,7 @@ def test_ci_example_gives_the_ids_readme_prints(pytester):
     printed = re.search(r"# (test_dropout\[\S+\]\])", block).group(1)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--collect-only", "-q")
     assert any(line.endswith(printed) for line in result.outlines), result.outlines[:5]
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-k", "check_keep_rate and not per_ and not vs_")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q",
+                                          "-k", "check_keep_rate and not per_ and not vs_")
     result.assert_outcomes(passed=2)  # keep_prob 0.8 and the asymmetric 0.3
 
