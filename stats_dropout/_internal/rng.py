@@ -46,6 +46,16 @@ STREAMS = {
     "blobs": 9200,
     "regression_data": 9300,
     "regression_dropout": 9400,          # + one per keep probability
+    # studies: the claims ledger (one stream per measurement)
+    "c04_samples": 4,
+    "c05_matrix": 5,
+    "c07_regression": 7,
+    "c09_scales": 9,
+    "c12_keep_one": 12,
+    "c12_draws": 13,
+    "c17_course_parameters": 17,
+    "c17_inputs": 18,
+    "downstream_network": 101,
 }
 
 

@@ -4,11 +4,11 @@ and the measurement helpers every claim uses."""
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 from scipy import stats
 
+from stats_dropout._internal.numerics import MOMENT_ULPS, ulp_tol
 from stats_dropout.inference.montecarlo import estimate_statistic_moments
 from stats_dropout.inference.stats import decide_equivalence, projection_ratio, t_interval, tost_sample_size
 from stats_dropout.reference.schemes import get_scheme
@@ -26,7 +26,7 @@ TOST_ALPHA = 0.01
 #: Probability that TOST declares a truly equal quantity equivalent (sizes the runs).
 POWER = 0.999
 #: Floating-point dead band for exact identities (relative).
-EXACT_RTOL = 64 * np.finfo(np.float64).eps
+EXACT_RTOL = ulp_tol(np.float64, MOMENT_ULPS)
 
 #: The forum thread the claims come from, as far as the saved copy identifies it: its title, the
 #: people in it, what it quotes. The copy names neither the forum nor a date.
@@ -168,7 +168,7 @@ def measure_relative_bias(scheme_name, keep_prob, x, target, seed, settings, mar
     """Relative bias β in ``E[train(x)] = (1 + β) target`` by the projection ratio, with TOST."""
     scheme = get_scheme(scheme_name)
     target = np.asarray(target, dtype=np.float64)
-    sd = math.sqrt(scheme.linear_statistic_var(target / np.sum(target**2), x, keep_prob))
+    sd = scheme.projection_ratio_sd(target, x, keep_prob)
     draws = tost_draws(sd, margin, settings)
     mean, se, n = scalar_moments(scheme.bind(keep_prob), x, projection_ratio(x, target), draws, seed)
     bias, bias_se = float(mean[0] - 1), float(se[0])

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
-from stats_dropout._internal.rng import block_rng, seeded_global_rngs
+from stats_dropout._internal.rng import seeded_global_rngs, stream_rng
 from stats_dropout.inference.stats import decide_equivalence, decide_keep_rate
 from stats_dropout.reference.schemes import get_scheme
 from stats_dropout.studies.claims.common import (
@@ -104,7 +104,7 @@ def measure_c09(settings, *, batch=32):
     from stats_dropout.reference import theory
 
     p, seed = settings.keep_prob, settings.seed
-    a = np.abs(block_rng(seed, 9).standard_normal((batch, 1))) + 0.5
+    a = np.abs(stream_rng(seed, "c09_scales").standard_normal((batch, 1))) + 0.5
     target = float(a.mean())
     out = {}
     for k, (name, shared) in enumerate((("inverted", False), ("batch_shared", True))):
@@ -177,7 +177,7 @@ def course_style_forward(X, parameters, keep_prob, *, reseed=True):
 
 
 def _course_parameters(seed, sizes=(2,) + COURSE_HIDDEN + (1,)):
-    rng = block_rng(seed, 17)
+    rng = stream_rng(seed, "c17_course_parameters")
     params = {}
     for i in range(1, len(sizes)):
         params[f"W{i}"] = rng.standard_normal((sizes[i], sizes[i - 1])) / math.sqrt(sizes[i - 1])
@@ -188,7 +188,7 @@ def _course_parameters(seed, sizes=(2,) + COURSE_HIDDEN + (1,)):
 def measure_c17(settings, *, iterations=20, examples=64):
     p, seed = COURSE_KEEP_PROB, settings.seed
     params = _course_parameters(seed)
-    X = block_rng(seed, 18).standard_normal((2, examples))
+    X = stream_rng(seed, "c17_inputs").standard_normal((2, examples))
     out = {}
     for label, reseed in (("reseeded", True), ("plain", False)):
         with seeded_global_rngs(seed):  # the caller's global RNG state is put back afterwards

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from scipy import special
 
-from stats_dropout._internal.rng import block_rng
+from stats_dropout._internal.rng import stream_rng
 from stats_dropout.inference.stats import decide_equivalence
 from stats_dropout.reference.probes import scheme_probe
 from stats_dropout.reference.schemes import get_scheme
@@ -38,7 +38,7 @@ from stats_dropout.studies.claims.common import (
 def _downstream_setup(seed, n_units=20):
     """Activations ``a ≥ 0`` (a previous ReLU layer), next-layer weights ``w`` and a bias
     putting the eval pre-activation at 0.5, so the unit sits where ReLU bends."""
-    rng = block_rng(seed, 101)
+    rng = stream_rng(seed, "downstream_network")
     a = np.abs(rng.standard_normal(n_units))
     w = rng.standard_normal(n_units) / math.sqrt(n_units)
     b = 0.5 - float(w @ a)
@@ -213,7 +213,7 @@ C04_VALUES = (42.0, -0.573)
 def measure_c04(settings):
     p = settings.keep_prob
     x = np.array(C04_VALUES)
-    samples = get_scheme("inverted").sample_train(x, p, 1000, rng=block_rng(settings.seed, 4))
+    samples = get_scheme("inverted").sample_train(x, p, 1000, rng=stream_rng(settings.seed, "c04_samples"))
     kept = samples != 0
     ratios = (np.abs(samples) / np.abs(x))[kept]
     return {"ratio": float(np.mean(ratios)), "ratio_min": float(ratios.min()),
@@ -256,7 +256,7 @@ def measure_c05(settings):
     draws = draws_for_half_width(pilot * math.sqrt(PILOT_DRAWS), 0.002, settings)
     mean, se, n = _norm_ratio_moments(a, p, seed, draws, rescale=True)
     mean0, se0, _ = _norm_ratio_moments(a, p, seed + 1, draws, rescale=False)
-    big = block_rng(seed, 5).standard_normal((64, 64))
+    big = stream_rng(seed, "c05_matrix").standard_normal((64, 64))
     pilot_big = _norm_ratio_moments(big, p, seed + 7_920, PILOT_DRAWS, rescale=True)[1].max()
     draws_big = draws_for_half_width(pilot_big * math.sqrt(PILOT_DRAWS), 0.002, settings)
     meanb, seb, nb = _norm_ratio_moments(big, p, seed + 2, draws_big, rescale=True)
@@ -361,8 +361,8 @@ def measure_c12(settings):
     scheme = get_scheme("inverted")
     first, second = scheme.eval(x, p), scheme.eval(x, p)
     eval_dev = float(max(np.max(np.abs(first - x)), np.max(np.abs(second - x))))
-    keep_one = scheme.train(x, 1.0, block_rng(seed, 12))
-    rng = block_rng(seed, 13)
+    keep_one = scheme.train(x, 1.0, stream_rng(seed, "c12_keep_one"))
+    rng = stream_rng(seed, "c12_draws")
     rms_x = float(np.sqrt(np.mean(x**2)))
     mc_error = {}
     for t in C12_PASSES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stats_dropout._internal.rng import block_rng
+from stats_dropout._internal.rng import stream_rng
 from stats_dropout.inference.stats import decide_equivalence
 from stats_dropout.reference.probes import scheme_probe
 from stats_dropout.reference.schemes import get_scheme
@@ -29,7 +29,7 @@ from stats_dropout.studies.claims.common import (
 
 # --- C07 --------------------------------------------------------------------------------------
 def _regression_setup(seed, n=40, d=5):
-    rng = block_rng(seed, 7)
+    rng = stream_rng(seed, "c07_regression")
     X = rng.standard_normal((n, d)) * np.linspace(0.5, 2.0, d)  # unequal column scales: Γ matters
     w_true = rng.standard_normal(d)
     y = X @ w_true + 0.5 * rng.standard_normal(n)
