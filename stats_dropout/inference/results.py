@@ -73,7 +73,7 @@ class TrainMoments:
         return ConfidenceInterval(*t_interval(self.mean, self.std_error, self.n_draws - 1, level))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Decision:
     """One statistical decision about one property.
 

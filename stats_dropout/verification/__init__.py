@@ -13,13 +13,20 @@ Data flow inside this layer, in import order:
 """
 
 from stats_dropout.verification import adapters, checks
-from stats_dropout.verification.battery import KEEP_RATE_ERROR, RELATIVE_MEAN_ERROR, iter_checks, verify_dropout
+from stats_dropout.verification.battery import (
+    KEEP_RATE_ERROR,
+    RELATIVE_MEAN_ERROR,
+    BatteryRun,
+    iter_checks,
+    verify_dropout,
+)
 from stats_dropout.verification.implementation import ASYMMETRIC_KEEP_PROBS, Implementation
 from stats_dropout.verification.parametrize import parametrize_with_checks
 from stats_dropout.verification.scheme_checks import count_scheme_decisions, verify_scheme
 
 __all__ = [
     "Implementation",
+    "BatteryRun",
     "verify_dropout",
     "iter_checks",
     "parametrize_with_checks",

@@ -40,8 +40,46 @@ MAX_DRAWS = 2_000
 # --- the run: evidence per keep_prob, error budget ------------------------------------------
 
 
-class _Run:
-    """Shared state of one battery: probe, error budget, lazily collected evidence."""
+class BatteryRun:
+    """One battery's shared state, the object every check receives: ``check(run, keep_prob)``.
+
+    Attributes
+    ----------
+    impl : Implementation
+        The implementation under test.
+    x : ndarray
+        The probe every call gets a fresh copy of (``impl.example_input``, or a standardised
+        N(0, 1) array of :func:`~stats_dropout.reference.probes.probe_shape` in ``impl.dtype``).
+    contract : ContractModel
+        What the implementation promises, value by value (:mod:`stats_dropout.reference.contracts`).
+    keep_probs : tuple of float
+        The keep probabilities tested, in order.
+    checks : tuple of (float, CheckSpec)
+        Every check that applies (:func:`~stats_dropout.verification.registry.applicable_checks`).
+    seed : int
+    false_fail_rate : float
+        The battery's total.
+    alpha : float
+        Each statistical check's share of ``false_fail_rate``: the total split over the
+        ``n_statistical`` statistical checks that run.
+    beta : float
+        The false-pass rate (not split).
+    normal_draws : bool
+        A pooled statistic sums enough independent mask entries per draw for a z test with the
+        contract's null variance (:meth:`null_sd`); else a t test.
+    warnings : list of str
+        Said in the result (e.g. draws capped below the power targets).
+
+    Methods
+    -------
+    evidence(keep_prob)
+        The streamed :class:`~stats_dropout.verification.evidence.Evidence` of the train calls at
+        ``keep_prob`` (collected on first use, then shared by every check).
+    draws_for(keep_prob)
+        Draws computed from the power targets.
+    null_sd(keep_prob, which)
+        Sd of one draw's pooled statistic under the contract, or None (use a t test).
+    """
 
     def __init__(self, impl, *, seed, false_fail_rate, false_pass_rate):
         self.impl = impl
@@ -134,7 +172,7 @@ def _battery_iv(false_fail_rate, false_pass_rate, seed):
             probability_iv(false_pass_rate, "false_pass_rate"), seed_iv(seed))
 
 
-_RUNS = collections.OrderedDict()  # (id(impl), seed, rates) -> (impl, _Run); the last 8
+_RUNS = collections.OrderedDict()  # (id(impl), seed, rates) -> (impl, BatteryRun); the last 8
 
 
 def _run_for(impl, seed, false_fail_rate, false_pass_rate):
@@ -147,7 +185,7 @@ def _run_for(impl, seed, false_fail_rate, false_pass_rate):
     key = (id(impl), seed, false_fail_rate, false_pass_rate)
     cached = _RUNS.get(key)
     if cached is None or cached[0] is not impl:
-        cached = (impl, _Run(impl, seed=seed, false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate))
+        cached = (impl, BatteryRun(impl, seed=seed, false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate))
         _RUNS[key] = cached
         while len(_RUNS) > 8:
             _RUNS.popitem(last=False)
@@ -253,7 +291,7 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
         impl, (alpha, beta, seed) = _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes,
                                                        example_input, backward, false_fail_rate,
                                                        false_pass_rate, seed, validates_keep_prob)
-    run = _Run(impl, seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
+    run = BatteryRun(impl, seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
     results = []
     # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:
     # seed the global RNGs for them as well, and give the caller's RNG state back afterwards.

@@ -92,9 +92,11 @@ def test_a_lazy_hint_is_evaluated_only_for_a_rejected_decision():
     def boom():
         raise AssertionError("a passing check must not diagnose")
 
-    ok = Decision("p", "t", 0.8, 0.8, 0.79, 0.81, 0.5, 1e-6, 1e-3, 0.01, 100, False)
+    FIELDS = dict(property="p", method="t", expected=0.8, false_fail_rate=1e-6, false_pass_rate=1e-3,
+                  min_detectable_effect=0.01, n=100)
+    ok = Decision(**FIELDS, estimate=0.8, ci_low=0.79, ci_high=0.81, pvalue=0.5, rejected=False)
     assert common.from_decision("check_x", 0.8, ok, boom).status == "passed"
-    bad = Decision("p", "t", 0.5, 0.8, 0.49, 0.51, 0.0, 1e-6, 1e-3, 0.01, 100, True)
+    bad = Decision(**FIELDS, estimate=0.5, ci_low=0.49, ci_high=0.51, pvalue=0.0, rejected=True)
     result = common.from_decision("check_x", 0.8, bad, lambda: "Likely cause: x.")
     assert result.status == "failed" and result.message.endswith("Likely cause: x.")
 

@@ -81,8 +81,9 @@ def test_tuple_return_is_named(tmp_path):
 # --- rendering rules on hand-made results -------------------------------------------------------
 
 def decision(prop, estimate, expected, rejected=True, ffr=1e-7):
-    return Decision(prop, "z", estimate, expected, estimate - 0.01, estimate + 0.01, 0.0 if rejected else 0.5,
-                    ffr, 1e-3, 0.005, 100, rejected)
+    return Decision(property=prop, method="z", estimate=estimate, expected=expected, ci_low=estimate - 0.01,
+                    ci_high=estimate + 0.01, pvalue=0.0 if rejected else 0.5, false_fail_rate=ffr,
+                    false_pass_rate=1e-3, min_detectable_effect=0.005, n=100, rejected=rejected)
 
 
 def result(checks, diagnosis=(), not_applicable=(), warnings=()):

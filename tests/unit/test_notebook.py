@@ -68,8 +68,9 @@ def test_failed_import_is_a_warning(tmp_path, capsys):
 
 def reseeded_result(p=0.8):
     """What the battery returns for the reseeded template (see test_learner_output for a real run)."""
-    d = Decision("correlation of masks of successive calls", "z", 1.0, 0.0, 0.99, 1.0, 0.0, 5e-8, 1e-3, 0.005,
-                 1000, True)
+    d = Decision(property="correlation of masks of successive calls", method="z", estimate=1.0, expected=0.0,
+                 ci_low=0.99, ci_high=1.0, pvalue=0.0, false_fail_rate=5e-8, false_pass_rate=1e-3,
+                 min_detectable_effect=0.005, n=1000, rejected=True)
     cause = identical_masks_cause(None, False, 45)
     checks = (CheckResult(f"check_kept_scale[keep_prob={p}]", "passed", "", None, p),
               CheckResult(f"check_independence_calls[keep_prob={p}]", "failed",

@@ -1,4 +1,5 @@
-"""The checks of the battery: one ``check_*`` function per property, each ``check(run, keep_prob)``.
+"""The checks of the battery: one ``check_*`` function per property, each ``check(run, keep_prob)``
+with ``run`` a :class:`~stats_dropout.verification.battery.BatteryRun`.
 
 Each check is one property and one decision. Statistical checks state their false-fail rate (the
 battery's total ``false_fail_rate``, Bonferroni-split over every statistical check at every keep

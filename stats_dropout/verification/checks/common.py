@@ -65,9 +65,11 @@ def from_decision(check, p, decision, hint=""):
 
 
 def exact_decision(prop, estimate, expected, n, rejected, mde=0.0):
-    return Decision(prop, "exact comparison (8 ulp tolerance)", float(estimate), float(expected),
-                    float(estimate), float(estimate), 0.0 if rejected else 1.0, 0.0, 0.0,
-                    float(mde), int(n), bool(rejected), "relative")
+    # An exact comparison has no sampling error: its interval is the point, its error rates 0.
+    return Decision(property=prop, method="exact comparison (8 ulp tolerance)", estimate=float(estimate),
+                    expected=float(expected), ci_low=float(estimate), ci_high=float(estimate),
+                    pvalue=0.0 if rejected else 1.0, false_fail_rate=0.0, false_pass_rate=0.0,
+                    min_detectable_effect=float(mde), n=int(n), rejected=bool(rejected), effect_units="relative")
 
 
 def unusable(run, check, p, need_masks=False, need_variation=False):

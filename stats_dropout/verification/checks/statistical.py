@@ -140,9 +140,11 @@ def check_keep_rate_vs_input(run, p):
     mde = float(z * se_diff)
     spread = float(rates.max() - rates.min())
     half = float(sps.norm.isf(run.alpha / 2) * se_diff)  # normal interval for the largest difference
-    d = Decision("largest difference of keep rates between input groups",
-                 f"chi-square homogeneity over {g} groups", spread, 0.0, spread - half, spread + half,
-                 float(pvalue), run.alpha, run.beta, mde, int(trials.sum()), bool(pvalue < run.alpha),
+    d = Decision(property="largest difference of keep rates between input groups",
+                 method=f"chi-square homogeneity over {g} groups", estimate=spread, expected=0.0,
+                 ci_low=spread - half, ci_high=spread + half, pvalue=float(pvalue), false_fail_rate=run.alpha,
+                 false_pass_rate=run.beta, min_detectable_effect=mde, n=int(trials.sum()),
+                 rejected=bool(pvalue < run.alpha),
                  details={"groups": dict(zip(np.array(ev.group_labels)[used], rates.round(5)))})
     hint = ("Keep rates by input group: " + ", ".join(f"{k}: {v:.4f}" for k, v in d.details["groups"].items())
             + ". The mask must not depend on the input's values (e.g. comparing x or x*rand with keep_prob).")
@@ -244,8 +246,9 @@ def _correlation_decision(prop, sums, alpha, beta):
     pvalue = float(2 * sps.norm.sf(abs(z)))
     half = sps.norm.isf(alpha / 2) / math.sqrt(max(n, 1))
     mde = float((sps.norm.isf(alpha / 2) + sps.norm.isf(beta)) / math.sqrt(max(n, 1)))
-    return Decision(prop, "phi correlation z test", float(r), 0.0, float(r - half), float(r + half), pvalue,
-                    alpha, beta, mde, int(n), bool(pvalue < alpha))
+    return Decision(property=prop, method="phi correlation z test", estimate=float(r), expected=0.0,
+                    ci_low=float(r - half), ci_high=float(r + half), pvalue=pvalue, false_fail_rate=alpha,
+                    false_pass_rate=beta, min_detectable_effect=mde, n=int(n), rejected=bool(pvalue < alpha))
 
 
 def check_independence_units(run, p):
@@ -314,9 +317,10 @@ def check_noise_distribution(run, p):
     # DKW band: the true sup-distance lies within D ± sqrt(ln(2/α) / (2n)) with probability 1 − α.
     band = math.sqrt(math.log(2 / run.alpha) / (2 * n))
     stat = float(res.statistic)
-    d = Decision("sup-distance of the noise y/x from N(1, (1 − keep_prob)/keep_prob)", "Kolmogorov–Smirnov",
-                 stat, 0.0, max(0.0, stat - band), stat + band, float(res.pvalue), run.alpha, run.beta,
-                 mde, int(n), bool(res.pvalue < run.alpha))
+    d = Decision(property="sup-distance of the noise y/x from N(1, (1 − keep_prob)/keep_prob)",
+                 method="Kolmogorov–Smirnov", estimate=stat, expected=0.0, ci_low=max(0.0, stat - band),
+                 ci_high=stat + band, pvalue=float(res.pvalue), false_fail_rate=run.alpha, false_pass_rate=run.beta,
+                 min_detectable_effect=mde, n=int(n), rejected=bool(res.pvalue < run.alpha))
     return from_decision(name, p, d, f"The noise should be normal with mean 1 and sd {sd:.4f}.")
 
 
