@@ -6,6 +6,7 @@ neighbours); a notebook target is handed to :mod:`stats_dropout.cli.notebook`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -15,7 +16,7 @@ import sys
 
 from stats_dropout.cli.errors import UsageError
 
-__all__ = ["load_target", "split_target", "is_path", "import_file", "import_module_named"]
+__all__ = ["load_target", "restored_sys_path", "split_target", "is_path", "import_file", "import_module_named"]
 
 _file_counter = itertools.count()
 
@@ -93,3 +94,13 @@ def load_target(target, option="target"):
     if not callable(func):
         raise UsageError(f"{where}:{attr} is not callable; got {type(func).__name__}")
     return module, func
+
+
+@contextlib.contextmanager
+def restored_sys_path():
+    """Put ``sys.path`` back afterwards: a file target adds its directory for its own imports."""
+    saved = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved

@@ -21,7 +21,7 @@ import sys
 
 from stats_dropout.cli.errors import UsageError
 from stats_dropout.cli.learner import print_summary, tuple_return
-from stats_dropout.cli.targets import load_target
+from stats_dropout.cli.targets import load_target, restored_sys_path
 
 __all__ = ["run", "load_target"]
 
@@ -150,15 +150,6 @@ def _keep_prob_arg(values):
 
 
 @contextlib.contextmanager
-def _restored_sys_path():
-    saved = list(sys.path)
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
-
-
-@contextlib.contextmanager
 def _single_threaded_blas():
     """Limit BLAS to one thread while the battery runs, if threadpoolctl is installed.
 
@@ -197,7 +188,7 @@ def run(args):
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     details = getattr(args, "details", False)
-    with _restored_sys_path():
+    with restored_sys_path():
         module, func = load_target(args.target)
         convention = _detect(func, args.convention)
         _check_signature(func, convention, args.target)

@@ -11,10 +11,10 @@ example batch, torch not installed.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 from stats_dropout.cli.errors import UsageError
+from stats_dropout.cli.targets import restored_sys_path
 
 __all__ = ["run", "add_arguments", "load_factory"]
 
@@ -51,15 +51,6 @@ def load_factory(target):
     return made
 
 
-@contextlib.contextmanager
-def _restored_sys_path():
-    saved = list(sys.path)  # a file target puts its directory on sys.path for its imports
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
-
-
 def run(args):
     """Handle ``stats-dropout verify-model``; return the exit code (0 pass, 1 fail)."""
     from stats_dropout._internal.validation import probability_iv, seed_iv
@@ -76,7 +67,7 @@ def run(args):
             output_file_iv(args.csv, "--csv")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    with _restored_sys_path():
+    with restored_sys_path():
         model, batch = load_factory(args.target)
         from stats_dropout.verification.models import verify_model
 

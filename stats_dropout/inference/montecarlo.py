@@ -2,7 +2,7 @@
 
 Draws are split into *blocks* of ``block_draws(x.size)`` draws — a function of the input size
 only, so a result depends on ``(seed, x.shape, draws)`` and nothing else. Each block has its
-own generator (:func:`stats_dropout._rng.block_rng`); its moments are computed in one
+own generator (:func:`stats_dropout._internal.rng.block_rng`); its moments are computed in one
 vectorised pass and merged into the running moments with Chan et al.'s pairwise update, in
 block order. Peak memory is therefore a few blocks whatever the number of draws, and the result
 is bit-identical for any number of workers.
@@ -205,7 +205,7 @@ def estimate_statistic_moments(train, x, statistic, *, draws, seed=0, workers=1)
     ----------
     train : callable
         ``x -> y`` drawing its own randomness, or an object with a vectorised
-        ``sample_train(x, n_draws, rng)`` (a :class:`~stats_dropout.schemes.BoundScheme`).
+        ``sample_train(x, n_draws, rng)`` (a :class:`~stats_dropout.reference.schemes.BoundScheme`).
     x : array_like of float
         Input of each train pass (never modified).
     statistic : callable
@@ -244,7 +244,7 @@ def estimate_train_moments(train, x, *, draws, seed=0, workers=1):
     train : callable
         ``x -> y`` drawing its own randomness (user code on numpy's global RNG, a torch
         module wrapped by :func:`stats_dropout.adapters.from_torch`), or a
-        :class:`~stats_dropout.schemes.BoundScheme`, whose draws are vectorised.
+        :class:`~stats_dropout.reference.schemes.BoundScheme`, whose draws are vectorised.
     x : array_like of float
         Input of every train pass; never modified.
     draws : int
@@ -351,7 +351,7 @@ def estimate_masked_matmul_moments(activations, weights, keep_prob, *, draws, se
     Examples
     --------
     >>> import numpy as np
-    >>> from stats_dropout.montecarlo import estimate_masked_matmul_moments
+    >>> from stats_dropout.inference.montecarlo import estimate_masked_matmul_moments
     >>> A, W = np.ones((2, 3)), np.ones((3, 1))
     >>> est = estimate_masked_matmul_moments(A, W, 0.5, draws=100_000, seed=0)
     >>> bool(np.all(np.abs(est.mean - A @ W) < 6 * est.std_error))

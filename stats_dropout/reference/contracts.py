@@ -33,15 +33,22 @@ def _eps(dtype):
 def lower_float_dtypes(dtype, compute_dtype=None):
     """The dtypes a kept unit's scale may be rounded in: ``dtype`` and every lower-precision one.
 
-    The output dtype, ``compute_dtype`` (``Implementation.compute_dtype``) and every standard float
-    dtype of lower precision than the output (float32, float16, bfloat16): a framework may hold
-    its noise in any of them (torch rounds ``1/keep_prob`` to bfloat16 for a bfloat16 tensor;
-    float32 noise on a float64 input). Rounding is a discrete set of values, never a band, so
-    accepting them all does not admit a wrong scale such as ``1.01/keep_prob``.
+    The output dtype, ``compute_dtype`` (``Implementation.compute_dtype``) and the standard float
+    dtypes of lower precision than the output (float32; float16 and bfloat16 only where a 16-bit
+    output or compute dtype is in play): a framework may hold its noise in any of them (torch
+    rounds ``1/keep_prob`` to bfloat16 for a bfloat16 tensor; float32 noise on a float64 input).
+    Rounding is a discrete set of values, never a band, so accepting them does not admit a wrong
+    scale such as ``1.01/keep_prob``.
     """
     out = [np.dtype(dtype)]
     if compute_dtype is not None and is_real_float_dtype(compute_dtype):
         out.append(np.dtype(compute_dtype))
+    # A 16-bit scale is a legitimate rounding only where 16-bit arithmetic is in play (a 16-bit
+    # output or a declared 16-bit compute dtype); for float32/float64 outputs only float32 noise
+    # is accepted undeclared (float32 noise on float64 input), so a float64 function that rounds
+    # its scale to float16 is still caught (a 0.05 % scale error, not a rounding of its dtype).
+    floor = min(_eps(d) for d in out) if out[1:] else _eps(dtype)
+    sixteen_bit = max(_eps(d) for d in out) >= _eps(np.float16) or floor >= _eps(np.float16)
     for name in _SCALE_DTYPES:
         try:
             d = np.dtype(name)
@@ -50,7 +57,7 @@ def lower_float_dtypes(dtype, compute_dtype=None):
             if ml is None:
                 continue
             d = np.dtype(getattr(ml, name))
-        if _eps(d) > _eps(dtype) and d not in out:
+        if _eps(d) > _eps(dtype) and d not in out and (sixteen_bit or _eps(d) < _eps(np.float16)):
             out.append(d)
     return tuple(out)
 

@@ -124,7 +124,7 @@ def mask_chunks(rng, rows, cols, keep_prob):
     """Masks of a (rows, cols) array, chunk by chunk in row-major order: ``(rows, cols, keep)``.
 
     The one place that fixes the order in which unshared masks consume ``rng``: the train
-    pass and :mod:`stats_dropout.montecarlo`'s mask-mean shortcut both iterate it, so they
+    pass and :mod:`stats_dropout.inference.montecarlo`'s mask-mean shortcut both iterate it, so they
     see the very same masks for the same generator.
     """
     hi, lo, tie_bits = _mask_params(keep_prob)

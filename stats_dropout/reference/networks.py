@@ -2,7 +2,7 @@
 
 A network is a stack of dense layers ``a_{l+1} = f_l(W_l · drop_l(a_l) + b_l)`` (row-vector
 convention: ``a @ W``). ``drop_l`` is any registered unit scheme applied to the layer's
-*input* (:data:`stats_dropout.schemes.SCHEMES`), or DropConnect applied to ``W_l`` itself.
+*input* (:data:`stats_dropout.reference.schemes.SCHEMES`), or DropConnect applied to ``W_l`` itself.
 Three inference rules compute the eval output:
 
 ``weight_scaling``
@@ -139,7 +139,7 @@ class MLP:
     Examples
     --------
     >>> import numpy as np
-    >>> from stats_dropout.networks import init_mlp
+    >>> from stats_dropout.reference.networks import init_mlp
     >>> net = init_mlp([4, 8, 3], ["relu", "softmax"], dropout=[None, "inverted"],
     ...                keep_prob=[1.0, 0.5], seed=0)
     >>> net.predict(np.ones((2, 4))).shape

@@ -5,7 +5,7 @@ one mask is broadcast) × rescaling side (``train``: inverted dropout divides ke
 ``keep_prob`` at train; ``eval``: Srivastava's original dropout multiplies by ``keep_prob`` at
 eval). Every scheme has a contract (``mean``: ``E[train(x)] = eval(x)`` for every x;
 ``moments``: output mean and variance preserved for ``x ~ N(0, 1)``) and closed-form mean and
-variance of its train output (:mod:`stats_dropout.theory`).
+variance of its train output (:mod:`stats_dropout.reference.theory`).
 
 Bernoulli masks come from integer thresholds (:mod:`stats_dropout.reference.masks`).
 """

@@ -3,7 +3,7 @@
 Two sweeps live here:
 
 :func:`sweep_schemes`
-    The verification battery (:func:`stats_dropout.checks.verify_scheme`) at every scheme and
+    The verification battery (:func:`stats_dropout.verification.checks.verify_scheme`) at every scheme and
     keep probability, one row per decision; the ``stats-dropout schemes`` command prints it.
 :func:`sweep_summary`
     What the report shows a learner: per scheme and keep probability, the mean bias (absolute

@@ -30,7 +30,7 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     keep_probs, schemes : sequence, optional
         The sweep's grid (default :data:`REPORT_KEEP_PROBS`, every scheme and contrast).
     executor, scheduler : str
-        Where sweep cells run (:func:`stats_dropout._executors.map_cells`).
+        Where sweep cells run (:func:`stats_dropout._internal.executors.map_cells`).
     progress : bool
         Progress bars on stderr.
     parallel : bool

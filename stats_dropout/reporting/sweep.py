@@ -148,7 +148,7 @@ def _summary_target(name):
 def _draws_for_margin(sd, margin, alpha, power, min_draws, max_draws):
     """Draws for TOST to declare equivalence at ``margin`` with probability ``power`` when the
     true bias is 0: ``n = ((z_{1−α} + z_{(1+power)/2}) σ / ε)²`` (normal approximation,
-    :func:`stats_dropout.stats.tost_sample_size`), at least ``min_draws``, at most ``max_draws``
+    :func:`stats_dropout.inference.stats.tost_sample_size`), at least ``min_draws``, at most ``max_draws``
     (``min_draws`` uncapped when σ is not positive)."""
     n = tost_sample_size(sd, margin, alpha=alpha, power=power, min_draws=min_draws)
     if not sd > 0 or max_draws is None:
@@ -320,7 +320,7 @@ def sweep_summary(schemes=None, keep_probs=REPORT_KEEP_PROBS, *, seed=0, margin=
         Bounds on the computed number of draws per cell (``max_draws=None``: no cap).
     cache_dir : str, optional
         Per-cell cache: finished cells are stored here (keyed by every option) and reused.
-    executor, scheduler : see :func:`stats_dropout._executors.map_cells`
+    executor, scheduler : see :func:`stats_dropout._internal.executors.map_cells`
     progress : bool
         A progress bar over cells.
     workers : int

@@ -2,7 +2,7 @@
 
 Every function returns a ``pandas.DataFrame`` with one row per measured figure; each row
 carries its settings (``seed``, ``n_draws``, ``keep_prob``), a confidence interval and, where a
-closed form exists, the statistical decision against it (``stats_dropout.stats``). The
+closed form exists, the statistical decision against it (``stats_dropout.inference.stats``). The
 ``false_fail_rate`` option is the total for the table, split by Bonferroni across its
 decisions; the CIs are the decisions' simultaneous intervals at ``confidence_level``.
 
@@ -291,7 +291,7 @@ def variance_shift_table(*, keep_probs=(0.5, 0.8, 0.9), seed=0, draws=100_000, i
     ``dropout`` measures one unit; ``dropout+linear`` the sum ``Σ_j w_j r_j x_j / p`` over
     ``n_units`` independent units, whose shift is the same (every term scales alike) — what
     batch norm after a linear layer sees. Each variance is estimated by the per-draw statistic
-    ``(y − E y)² / Var_formula`` (:func:`stats_dropout.stats.squared_deviation_ratio`) and
+    ``(y − E y)² / Var_formula`` (:func:`stats_dropout.inference.stats.squared_deviation_ratio`) and
     tested against 1 with a t test; the shift's CI combines the two by the delta method.
 
     Returns

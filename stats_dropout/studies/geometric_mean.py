@@ -61,7 +61,7 @@ def softmax_geometric_mean_check(n_units=10, *, keep_prob=0.5, seed=0, n_classes
 
     Examples
     --------
-    >>> from stats_dropout.experiments import softmax_geometric_mean_check
+    >>> from stats_dropout.studies.experiments import softmax_geometric_mean_check
     >>> df = softmax_geometric_mean_check(10, keep_prob=0.5)
     >>> bool(df.max_abs_deviation.iloc[0] < 1e-12), bool(df.max_arithmetic_gap.iloc[0] > 0.01)
     (True, True)
@@ -128,7 +128,7 @@ def nwgm_table(*, seed=0, n_units=8, keep_probs=(0.2, 0.5, 0.8)):
 
     Examples
     --------
-    >>> from stats_dropout.experiments import nwgm_table
+    >>> from stats_dropout.studies.experiments import nwgm_table
     >>> row = nwgm_table().iloc[0]
     >>> round(float(row.expectation), 6), round(float(row.nwgm), 6)
     (0.676759, 0.679179)

@@ -33,7 +33,7 @@ def thread_matrix():
     Examples
     --------
     >>> import numpy as np
-    >>> from stats_dropout.experiments import thread_matrix
+    >>> from stats_dropout.studies.experiments import thread_matrix
     >>> float(np.linalg.norm(thread_matrix()))
     2.672810732482017
     """

@@ -1,4 +1,4 @@
-"""Training experiments of issue #4; public through :mod:`stats_dropout.experiments`.
+"""Training experiments of issue #4; public through :mod:`stats_dropout.studies.experiments`.
 
 - :func:`mc_averaging`: Monte-Carlo model averaging vs weight scaling on scikit-learn's
   bundled 8×8 digits (Srivastava et al. [1]_ Fig. 11 in miniature).
@@ -43,7 +43,7 @@ FP_RTOL = TWO_ROUTE_RTOL
 
 
 def decide_with_dead_band(moments, expected, **kwargs):
-    """:func:`stats_dropout.stats.decide_mean_equal` with the floating-point dead band."""
+    """:func:`stats_dropout.inference.stats.decide_mean_equal` with the floating-point dead band."""
     return stats.decide_mean_equal(moments, expected, rtol=FP_RTOL, atol=FP_RTOL, **kwargs)
 
 
@@ -126,7 +126,7 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
     CI reaches 0 or below (no significant excess error at ``confidence_level``);
     ``k_meets_weight_scaling`` is the smallest k from which MC stays not worse for every larger
     k in ``ks`` (also in ``DataFrame.attrs``). ``equivalent`` is the TOST decision
-    (:func:`stats_dropout.stats.decide_equivalence`, level ``1 − confidence_level``, t with
+    (:func:`stats_dropout.inference.stats.decide_equivalence`, level ``1 − confidence_level``, t with
     ``n_seeds − 1`` df) that ``|error_mc − error_weight_scaling| < equivalence_margin`` (default
     one percentage point of test error);
     ``k_equivalent`` in ``attrs`` is the smallest k from which it holds for every larger k.
@@ -218,7 +218,7 @@ def training_equivalence(*, keep_probs=(0.5, 0.8), seed=0, epochs=5, lr_sgd=0.05
 
     A 20-32-3 ReLU/softmax MLP with standard dropout on its input and hidden layer is trained
     on seeded Gaussian blobs (256 examples, batches of 32). Its inverted twin starts at
-    ``W' = pW`` (:func:`~stats_dropout.networks.to_inverted`) and draws the same masks. With the
+    ``W' = pW`` (:func:`~stats_dropout.reference.networks.to_inverted`) and draws the same masks. With the
     mapping of §3 — SGD with or without momentum (0.9, unchanged): lr ``p²η`` on the consuming
     weights; Adam [2]_: lr ``pη`` and
     ``ε/p`` on them; biases unchanged — the two runs are the same model: ``W'_t = p W_t`` at

@@ -1,8 +1,8 @@
 """Reference-scheme checks: hold a DropoutScheme to its contract and closed forms.
 
 This module holds the reference-scheme battery :func:`verify_scheme`, which holds a
-:class:`~stats_dropout.schemes.DropoutScheme` (or a train/eval pair claiming to implement it) to
-its contract and to the closed forms of :mod:`stats_dropout.theory`. Every decision is "the mean
+:class:`~stats_dropout.reference.schemes.DropoutScheme` (or a train/eval pair claiming to implement it) to
+its contract and to the closed forms of :mod:`stats_dropout.reference.theory`. Every decision is "the mean
 of a per-draw statistic equals its theoretical value", and because each statistic is linear (or
 quadratic) in the scheme's noise, its variance is known exactly; the number of draws is computed
 from the requested error, never guessed.

@@ -104,7 +104,9 @@ def test_no_module_imports_another_modules_private_name():
         for line, target, name, text in imports(module, path, known):
             if COMPILED.get(name) == module:
                 continue
-            if target != module and (name or "").startswith("_"):
+            private_submodule = name is None and target.rpartition(".")[2].startswith("_") and (
+                target.rpartition(".")[2] not in ("_internal",))
+            if target != module and ((name or "").startswith("_") or private_submodule):
                 bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {text}")
     assert not bad, "imports of another module's private names:\n" + "\n".join(bad)
 
@@ -165,9 +167,13 @@ def test_the_checker_catches_a_planted_upward_import_and_cycle(tmp_path, monkeyp
     for d in (root, root / "reference", root / "verification"):
         (d / "__init__.py").write_text("")
     (root / "reference" / "schemes.py").write_text("from stats_dropout.verification.battery import run\n")
-    (root / "verification" / "battery.py").write_text("from stats_dropout.reference import schemes\n")
+    (root / "verification" / "battery.py").write_text("from stats_dropout.reference import schemes\n"
+                                                      "from stats_dropout.reference.schemes import _helper\n")
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", root)
     with pytest.raises(AssertionError, match=r"reference/schemes.py:1: from stats_dropout.verification"):
         test_imports_go_downwards_only()
     with pytest.raises(pytest.fail.Exception, match="import cycle"):
         test_no_import_cycles()
+    with pytest.raises(AssertionError,
+                       match=r"verification/battery.py:2: from stats_dropout.reference.schemes import _helper"):
+        test_no_module_imports_another_modules_private_name()

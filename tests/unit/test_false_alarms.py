@@ -290,3 +290,20 @@ def test_a_bfloat16_layer_in_a_float32_carrier_passes_and_a_wrong_scale_still_fa
     assert "bias -0.08" in scale.message
     bad = sd.verify_dropout(layer(1.01))
     assert "check_kept_scale[keep_prob=0.8]" in {c.check for c in bad.failed_checks}
+
+
+def test_a_float64_function_with_a_float16_scale_is_caught():
+    # float32 noise on float64 input is a legitimate rounding, accepted undeclared; a scale
+    # rounded to float16 in float64 arithmetic (1/0.7 -> 1.4287, +0.01 %) is an error no 64- or
+    # 32-bit code makes.
+    x = sd.reference.probes.scheme_probe((256, 1024), seed=6)
+
+    def train(scale_dtype):
+        def f(z):
+            scale = np.float64(np.asarray(1 / 0.7, dtype=scale_dtype))
+            return z * (np.random.rand(*z.shape) < 0.7) * scale
+        return f
+
+    assert sd.verify_dropout(train(np.float32), lambda z: z.copy(), keep_prob=0.7, example_input=x).passed
+    res = sd.verify_dropout(train(np.float16), lambda z: z.copy(), keep_prob=0.7, example_input=x)
+    assert "check_kept_scale[keep_prob=0.7]" in {c.check for c in res.failed_checks}

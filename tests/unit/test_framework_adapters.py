@@ -206,7 +206,7 @@ def test_from_jax_battery_is_reproducible(jax):
 # --- flax --------------------------------------------------------------------------------------
 
 def test_flax_layers(jax):
-    flax = pytest.importorskip("flax")
+    pytest.importorskip("flax")
     from flax import linen, nnx
 
     user_rngs = nnx.Rngs(dropout=0)
@@ -231,7 +231,6 @@ def test_flax_layers(jax):
         np.testing.assert_allclose(y[kept], x[kept] / keep_prob, rtol=1e-6)
     # neither the user's Rngs nor the layer's stream were drawn from: the keys are the adapter's
     assert (int(user_rngs.dropout.count[...]), int(own_stream.count[...])) == before
-    assert flax is not None
     with pytest.raises(ValueError, match=r"`keep_prob`=0.5 disagrees with the layer: nnx.Dropout\(rate=0.25\)"):
         adapters.implementation(layers[0], keep_prob=0.5)
     with pytest.raises(TypeError, match=r"`ndim` applies to torch channel dropout modules only"):

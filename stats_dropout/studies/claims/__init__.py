@@ -19,7 +19,7 @@ Statistical conventions of the ledger (printed in the report's methods section):
 
 * intervals are two-sided at :data:`LEVEL` (99 %); "differs" means the interval excludes the
   value (a two-sided test at false-fail rate ``1 − LEVEL``);
-* "equal within ε" is a TOST equivalence decision (:func:`stats_dropout.stats.decide_equivalence`)
+* "equal within ε" is a TOST equivalence decision (:func:`stats_dropout.inference.stats.decide_equivalence`)
   at level :data:`TOST_ALPHA`, never a failed rejection;
 * Monte-Carlo sizes are computed so that TOST declares equivalence of a correct quantity with
   probability :data:`POWER` (capped by ``max_draws``).
@@ -53,7 +53,6 @@ from stats_dropout.studies.claims.common import (
     ClaimResult,
     ClaimSettings,
     Verdict,
-    thread_matrix,
 )
 from stats_dropout.studies.claims.ledger import (
     CLAIMS,
@@ -112,6 +111,7 @@ from stats_dropout.studies.claims.training import (
     measure_c15,
     measure_c16,
 )
+from stats_dropout.studies.norms import thread_matrix
 
 __all__ = [
     "APPROXIMATELY",

@@ -75,7 +75,7 @@ class Verdict:
 class ClaimSettings:
     """Settings of one ledger run: ``seed``, ``max_draws`` (cap per Monte-Carlo run, None =
     computed sizes only), ``keep_prob`` (the thread's 0.8 unless a claim needs another) and
-    ``tables``: :mod:`stats_dropout.experiments` results to reuse instead of recomputing."""
+    ``tables``: :mod:`stats_dropout.studies.experiments` results to reuse instead of recomputing."""
 
     seed: int = 0
     max_draws: int | None = None
@@ -116,7 +116,7 @@ LEDGER_COLUMNS = ["id", "claim", "verdict", "figure_name", "figure", "ci_low", "
 # --- shared measurement helpers ---------------------------------------------------------------
 def t_interval_floats(mean, se, n, level=LEVEL):
     """``mean ± t_{(1+level)/2, max(n−1, 1)} · se`` as floats
-    (:func:`stats_dropout.stats.t_interval`); zero width when ``se`` is not positive."""
+    (:func:`stats_dropout.inference.stats.t_interval`); zero width when ``se`` is not positive."""
     if not se > 0:
         return float(mean), float(mean)
     low, high = t_interval(float(mean), se, max(n - 1, 1), level)
@@ -125,7 +125,7 @@ def t_interval_floats(mean, se, n, level=LEVEL):
 
 def tost_draws(sd, margin, settings, *, floor=2000):
     """Draws for TOST at ``margin`` to pass a correct quantity with probability :data:`POWER`:
-    ``n = ((z_{1−α} + z_{(1+POWER)/2}) σ / ε)²`` (:func:`stats_dropout.stats.tost_sample_size`),
+    ``n = ((z_{1−α} + z_{(1+POWER)/2}) σ / ε)²`` (:func:`stats_dropout.inference.stats.tost_sample_size`),
     at least ``floor``, capped by ``max_draws``."""
     return _capped(tost_sample_size(sd, margin, alpha=TOST_ALPHA, power=POWER, min_draws=floor), settings)
 
@@ -183,14 +183,8 @@ def interval_excludes(low, high, value):
     return bool(low > value or high < value)
 
 
-def thread_matrix():
-    """The thread's matrix ``A`` (``np.random.seed(42); np.random.randn(3, 4)``), without
-    touching numpy's global RNG: ``RandomState(42)`` is the same Mersenne Twister stream."""
-    return np.random.RandomState(42).randn(3, 4)
-
-
 def experiment_table_for(settings, name):
-    """The :mod:`stats_dropout.experiments` table ``name`` at the ledger's seed: reused from
+    """The :mod:`stats_dropout.studies.experiments` table ``name`` at the ledger's seed: reused from
     ``settings.tables`` when the caller computed it, else computed (and stored there)."""
     if settings.tables is not None and name in settings.tables:
         return settings.tables[name]

@@ -29,9 +29,9 @@ from stats_dropout.studies.claims.common import (
     pilot_sd,
     scalar_moments,
     t_interval_floats,
-    thread_matrix,
     tost_draws,
 )
+from stats_dropout.studies.norms import thread_matrix
 
 
 # --- C01 --------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def torch_spec(module):
     Examples
     --------
     >>> import torch
-    >>> from stats_dropout.adapters import torch_spec
+    >>> from stats_dropout.verification.adapters import torch_spec
     >>> torch_spec(torch.nn.Dropout2d(p=0.25))
     {'keep_prob': 0.75, 'contract': 'inverted', 'shared_axes': 'spatial'}
     """
@@ -237,7 +237,7 @@ def from_torch(module, layout="merged"):
     --------
     >>> import numpy as np, torch
     >>> import stats_dropout as sd
-    >>> from stats_dropout.adapters import from_torch, torch_spec
+    >>> from stats_dropout.verification.adapters import from_torch, torch_spec
     >>> m = torch.nn.Dropout(p=0.2)
     >>> train, eval = from_torch(m)
     >>> eval(np.ones(3)).tolist()

@@ -233,11 +233,6 @@ def eval_profile(run, p):
     return (med if constant else None), (dropped if 0 < dropped < 1 else None)
 
 
-def eval_ratio_of(run, p):
-    """Eval output / input where it is the same for every unit, else None."""
-    return eval_profile(run, p)[0]
-
-
 def _diagnosis(run, p):
     ev = run.evidence(p)
     rate = rate_ci = scale = None
