@@ -46,6 +46,22 @@ def keep_prob_iv(keep_prob, name="keep_prob"):
     return value
 
 
+def keep_probs_iv(keep_probs, name="keep_probs", *, distinct=False):
+    """One keep probability or several, as a tuple of floats in (0, 1], or raise naming ``name``.
+
+    0-d arrays count as numbers. With ``distinct``, a value given twice is an error (the battery
+    would run every check twice under one id).
+    """
+    given = (keep_probs,) if np.ndim(keep_probs) == 0 else tuple(np.asarray(keep_probs, dtype=object).ravel())
+    values = tuple(keep_prob_iv(p.item() if isinstance(p, (np.ndarray, np.generic)) else p, name) for p in given)
+    if not values:
+        raise ValueError(f"`{name}` must hold at least one value; got {keep_probs!r} (`{name}` must not be empty)")
+    repeated = sorted({v for v in values if values.count(v) > 1}) if distinct else ()
+    if repeated:
+        raise ValueError(f"`{name}` holds {', '.join(f'{v:g}' for v in repeated)} more than once; got {keep_probs!r}")
+    return values
+
+
 def probability_iv(value, name, *, low_open=True, high_open=True):
     """Return a float probability strictly inside (0, 1) (the default) or raise naming ``name``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

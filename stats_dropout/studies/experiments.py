@@ -32,7 +32,7 @@ from scipy import integrate
 from scipy import stats as sps
 
 from stats_dropout._internal.rng import stream_rng
-from stats_dropout._internal.validation import positive_int_iv, probability_iv, seed_iv
+from stats_dropout._internal.validation import keep_probs_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import (
     RunningMoments,
@@ -47,7 +47,6 @@ from stats_dropout.studies.geometric_mean import enumerate_masks, nwgm_table, so
 from stats_dropout.studies.norms import norm_table, thread_matrix
 from stats_dropout.studies.training_experiments import (
     decide_with_dead_band,
-    keep_probs_iv,
     mc_averaging,
     regression_dropout,
     training_equivalence,
@@ -72,7 +71,7 @@ GAP_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "selu", "softmax")
 
 
 # --- shared helpers -------------------------------------------------------------------------
-# FP_RTOL (the floating-point dead band), decide_with_dead_band and keep_probs_iv live with the training
+# FP_RTOL (the floating-point dead band) and decide_with_dead_band live with the training
 # experiments and are shared from there.
 
 

@@ -15,9 +15,8 @@ import pandas as pd
 from scipy import special
 
 from stats_dropout._internal.rng import stream_rng
-from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, seed_iv
+from stats_dropout._internal.validation import keep_prob_iv, keep_probs_iv, positive_int_iv, seed_iv
 from stats_dropout.reference import theory
-from stats_dropout.studies.training_experiments import keep_probs_iv
 
 __all__ = ["enumerate_masks", "softmax_geometric_mean_check", "nwgm_table"]
 

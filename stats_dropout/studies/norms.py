@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 
 from stats_dropout._internal.rng import stream_rng
-from stats_dropout._internal.validation import positive_int_iv, seed_iv
+from stats_dropout._internal.validation import keep_probs_iv, positive_int_iv, seed_iv
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import estimate_statistic_moments
 from stats_dropout.inference.results import TrainMoments
 from stats_dropout.reference import theory
 from stats_dropout.reference.schemes import get_scheme
-from stats_dropout.studies.training_experiments import decide_with_dead_band, keep_probs_iv
+from stats_dropout.studies.training_experiments import decide_with_dead_band
 
 __all__ = ["thread_matrix", "norm_table"]
 

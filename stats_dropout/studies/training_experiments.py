@@ -25,7 +25,7 @@ from scipy import stats as sps
 
 from stats_dropout._internal.numerics import TWO_ROUTE_RTOL
 from stats_dropout._internal.rng import stream_rng
-from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
+from stats_dropout._internal.validation import keep_prob_iv, keep_probs_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import RunningMoments, estimate_statistic_moments
 from stats_dropout.reference import theory
@@ -45,15 +45,6 @@ FP_RTOL = TWO_ROUTE_RTOL
 def decide_with_dead_band(moments, expected, **kwargs):
     """:func:`stats_dropout.inference.stats.decide_mean_equal` with the floating-point dead band."""
     return stats.decide_mean_equal(moments, expected, rtol=FP_RTOL, atol=FP_RTOL, **kwargs)
-
-
-def keep_probs_iv(keep_probs, name="keep_probs"):
-    if np.ndim(keep_probs) == 0:
-        keep_probs = (keep_probs,)
-    out = tuple(keep_prob_iv(p, name) for p in keep_probs)
-    if not out:
-        raise ValueError(f"`{name}` must not be empty; got {keep_probs!r}")
-    return out
 
 
 def load_digits_split(seed=0, n_test=600):

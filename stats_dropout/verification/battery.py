@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from stats_dropout._internal.rng import seeded_global_rngs
-from stats_dropout._internal.validation import float_array_iv, probability_iv, seed_iv
+from stats_dropout._internal.validation import float_array_iv, keep_probs_iv, probability_iv, seed_iv
 from stats_dropout.inference.results import VerificationResult
 from stats_dropout.inference.stats import (
     min_draws_for_mean_error,
@@ -26,7 +26,7 @@ from stats_dropout.verification.adapters.dispatch import implementation as adapt
 from stats_dropout.verification.adapters.dispatch import is_layer
 from stats_dropout.verification.checks.common import check_id, diagnosis_of, failed
 from stats_dropout.verification.evidence import Collector
-from stats_dropout.verification.implementation import Implementation, function_iv, implementation_iv, keep_probs_iv
+from stats_dropout.verification.implementation import Implementation, function_iv, implementation_iv
 from stats_dropout.verification.registry import NEED_WORDS, REGISTRY, applicable_checks, missing_needs
 
 #: Default power targets (issue: "detect a keep-rate error of 0.002 and a mean error of 0.5 %").
@@ -220,7 +220,7 @@ def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_in
     if keep_prob is None:
         raise TypeError("`keep_prob` is required: the keep probability the implementation uses "
                         "(or values to test when it takes keep_prob)")
-    values = keep_probs_iv(keep_prob)
+    values = keep_probs_iv(keep_prob, "keep_prob", distinct=True)
     rates = _battery_iv(false_fail_rate, false_pass_rate, seed)
     impl = Implementation(train, eval, keep_prob=tuple(values) if len(values) > 1 else values[0],
                           contract=contract, shared_axes=tuple(shared_axes) if isinstance(shared_axes, list)

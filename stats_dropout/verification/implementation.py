@@ -8,12 +8,12 @@ import inspect
 
 import numpy as np
 
-from stats_dropout._internal.validation import callable_iv, choice_iv, float_array_iv, keep_prob_iv
+from stats_dropout._internal.validation import callable_iv, choice_iv, float_array_iv, keep_probs_iv
 from stats_dropout.reference.contracts import CONTRACTS
 from stats_dropout.reference.probes import probe_shape
 
 __all__ = ["Implementation", "Convention", "keep_prob_convention", "takes_keep_prob", "ASYMMETRIC_KEEP_PROBS",
-           "implementation_iv", "function_iv", "keep_probs_iv"]
+           "implementation_iv", "function_iv"]
 
 #: Keep probabilities added for implementations that take keep_prob: asymmetric, so a keep/drop
 #: swap (identical in law at 0.5) is visible.
@@ -182,7 +182,7 @@ class Implementation:
 
     def keep_probs(self):
         """The keep probabilities the battery tests, in order."""
-        values = keep_probs_iv(self.keep_prob)
+        values = list(keep_probs_iv(self.keep_prob, "keep_prob", distinct=True))
         if self.convention.takes_keep_prob:
             # At least two values, at least one asymmetric (≠ 0.5), so a keep/drop swap shows.
             for extra in ASYMMETRIC_KEEP_PROBS:
@@ -208,22 +208,6 @@ class Implementation:
             return self.eval
         arg = 1.0 - keep_prob if conv.means == "drop" else keep_prob
         return lambda x: self.eval(x, arg)
-
-
-def keep_probs_iv(keep_prob, name="keep_prob"):
-    """One keep probability or several, as a list of distinct floats in (0, 1].
-
-    0-d arrays count as numbers; a value given twice is an error (it would run every check twice
-    under one id).
-    """
-    given = (keep_prob,) if np.ndim(keep_prob) == 0 else tuple(np.asarray(keep_prob, dtype=object).ravel())
-    values = [keep_prob_iv(p.item() if isinstance(p, (np.ndarray, np.generic)) else p, name) for p in given]
-    if not values:
-        raise ValueError(f"`{name}` must hold at least one value; got an empty sequence")
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise ValueError(f"`{name}` holds {', '.join(f'{v:g}' for v in repeated)} more than once; got {keep_prob!r}")
-    return values
 
 
 def function_iv(obj, name, optional=True):

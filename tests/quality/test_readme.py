@@ -70,25 +70,6 @@ def test_ten_line_example_fails_without_the_rescale_as_readme_says():
     assert any("did you forget to divide by keep_prob" in d for d in result.diagnosis)
 
 
-CS231N_DROP = """
-import numpy as np
-
-
-def dropout_forward(x, dropout_param):
-    p, mode = dropout_param["p"], dropout_param["mode"]
-    mask = None
-    if mode == "train":
-        mask = (np.random.rand(*x.shape) >= p) / (1 - p)
-        out = x * mask
-    else:
-        out = x
-    return out, (dropout_param, mask)
-
-
-def dropout_backward(dout, cache):
-    dropout_param, mask = cache
-    return dout * mask if dropout_param["mode"] == "train" else dout
-"""
 
 
 def _command_lines():
@@ -109,7 +90,7 @@ def test_cli_example_runs_on_a_correct_file(line, tmp_path, monkeypatch, capsys)
     with open(tmp_path / "my_homework.py", "a", encoding="utf-8") as fh:
         fh.write("\n" + (FIXTURES / "course_correct.py").read_text(encoding="utf-8"))
     # README's CS231n line uses --p-means drop: a correct layer whose p is the drop probability.
-    (tmp_path / "layers.py").write_text(CS231N_DROP)
+    shutil.copy(FIXTURES / "cs231n_drop_correct.py", tmp_path / "layers.py")
     monkeypatch.chdir(tmp_path)
     argv = shlex.split(line)[1:]
     code = main(argv)
