@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ulp_tol", "EXACT_ULPS", "MOMENT_ULPS", "TWO_ROUTE_RTOL"]
+__all__ = ["ulp_tol", "unit_exponent", "EXACT_ULPS", "MOMENT_ULPS", "TWO_ROUTE_RTOL"]
 
 #: Ulps allowed where one value is computed in another order (one or two roundings, each ≤ 1 ulp,
 #: with headroom): kept units, eval outputs, keep_prob = 1.
@@ -44,3 +44,18 @@ def ulp_tol(dtype=np.float64, ulps=EXACT_ULPS):
 
         eps = ml_dtypes.finfo(dtype).eps
     return float(ulps * eps)
+
+
+def unit_exponent(x):
+    """The exponent ``k`` with ``max|x| · 2^-k`` in ``[0.5, 1)`` (0 for an all-zero or empty ``x``).
+
+    ``np.ldexp(x, -k)`` rescales ``x`` to unit magnitude *exactly*: multiplying by a power of two
+    changes only the exponent, including for subnormal inputs (scaled up, they gain bits rather
+    than lose them). Statistics computed on the rescaled values neither underflow (squares of
+    ``|x| ≲ 1e-154``) nor overflow (``x · 1e300``), so a decision is the same for ``x`` and ``c·x``.
+    """
+    a = np.abs(np.asarray(x, dtype=np.float64))
+    top = float(a.max()) if a.size else 0.0
+    if not (top > 0 and np.isfinite(top)):
+        return 0
+    return int(np.frexp(top)[1])

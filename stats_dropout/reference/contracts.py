@@ -115,6 +115,12 @@ class ContractModel:
         return self.scheme.noise
 
     @property
+    def homogeneous(self):
+        """Whether the contract commutes with scaling, ``train(c·x) ≅ c·train(x)``: every contract
+        but alpha dropout's (its dropped value ``a·α' + b`` does not scale)."""
+        return self.noise != "alpha"
+
+    @property
     def has_masks(self):
         """Bernoulli-type contracts: every output is either a kept or a dropped value."""
         return self.noise in ("bernoulli", "alpha")

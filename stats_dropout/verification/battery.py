@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from stats_dropout._internal.numerics import unit_exponent
 from stats_dropout._internal.rng import seeded_global_rngs
 from stats_dropout._internal.validation import float_array_iv, keep_probs_iv, probability_iv, seed_iv
 from stats_dropout.inference.results import VerificationResult
@@ -20,11 +21,12 @@ from stats_dropout.inference.stats import (
     min_trials_for_keep_rate_error,
     split_false_fail_rate,
 )
+from stats_dropout.inference.units import min_trials_for_silent_group
 from stats_dropout.reference.contracts import ContractModel
 from stats_dropout.reference.probes import probe_shape, scheme_probe
 from stats_dropout.verification.adapters.dispatch import implementation as adapters_implementation
 from stats_dropout.verification.adapters.dispatch import is_layer
-from stats_dropout.verification.checks.common import check_id, diagnosis_of, failed
+from stats_dropout.verification.checks.common import NOTHING_OBSERVABLE, check_id, diagnosis_of, failed
 from stats_dropout.verification.evidence import Collector
 from stats_dropout.verification.implementation import Implementation, function_iv, implementation_iv
 from stats_dropout.verification.registry import NEED_WORDS, REGISTRY, applicable_checks, missing_needs
@@ -89,6 +91,15 @@ class BatteryRun:
         self.keep_probs = impl.keep_probs()
         self.contract = ContractModel.of(impl.contract, impl.shared_axes)
         self.x = self._probe()
+        # Statistics are computed on the probe rescaled by a power of two to unit magnitude
+        # (exact, no rounding), so squares neither underflow (|x| ≲ 1e-154, subnormals) nor
+        # overflow (x·1e300) and the verdict on c·x is the verdict on x. Alpha dropout's contract
+        # does not scale (its dropped value is fixed): its statistics stay in input units.
+        self.unit_exponent = unit_exponent(self.x) if self.contract.homogeneous else 0
+        #: The probe in float64 at unit scale (``x · 2^-unit_exponent``), for statistics.
+        self.x_unit = np.ldexp(self.x.astype(np.float64), -self.unit_exponent)
+        #: Units whose kept and dropped values differ (x ≠ 0 under Bernoulli contracts).
+        self.observable_units = int(np.count_nonzero(self.x_unit)) if self.contract.homogeneous else self.x.size
         #: (keep_prob, CheckSpec) of every check that applies, in the order they run.
         self.checks = tuple(applicable_checks(impl, self.contract, self.x.ndim, self.keep_probs))
         #: Bonferroni share of each statistical decision: the total split over the statistical
@@ -100,13 +111,13 @@ class BatteryRun:
         entries = int(np.prod(self.contract.scheme.mask_shape(self.x.shape)))
         self.normal_draws = entries >= NORMAL_UNITS
         self._evidence = {}
-        self.warnings = []
+        self.warnings = [] if self.observable_units else [NOTHING_OBSERVABLE]
 
     def null_sd(self, p, which):
         """Sd of one draw's pooled statistic under the contract (None: use a t test)."""
         if not self.normal_draws:
             return None
-        c, x = self.contract, self.x
+        c, x = self.contract, self.x_unit
         mu, var = c.mean(x, p), c.var(x, p)
         if which == "mean":
             return c.scheme.projection_ratio_sd(mu, x, p)
@@ -122,15 +133,16 @@ class BatteryRun:
 
     def draws_for(self, p):
         """Draws needed at ``p`` for the keep-rate and mean targets (see module docstring)."""
-        c, x = self.contract, self.x
+        c, x = self.contract, self.x_unit
         need = MIN_DRAWS
-        if p < 1:
+        if p < 1 and self.observable_units:
             mu = c.mean(x, p)
             sd = c.scheme.projection_ratio_sd(mu, x, p)
             if sd > 0:
                 need = max(need, min_draws_for_mean_error(
                     RELATIVE_MEAN_ERROR, sd, false_fail_rate=self.alpha, false_pass_rate=self.beta,
                     null_sd_known=self.normal_draws))
+            need = max(need, self.unit_draws(p))
             if c.has_masks:
                 entries = int(np.prod(c.scheme.mask_shape(x.shape)))
                 trials = min_trials_for_keep_rate_error(
@@ -144,12 +156,32 @@ class BatteryRun:
                 "a larger example_input restores them")
         return min(need, MAX_DRAWS)
 
+    def unit_draws(self, p):
+        """Draws for check_mean_per_unit to catch one wrong unit among all (Holm over units).
+
+        Masks: a unit that is never kept (its keep count 0 in every draw) is rejected when
+        ``2 (1 − p)^n < α/m`` for m observable mask entries
+        (:func:`~stats_dropout.inference.units.min_trials_for_silent_group`). Gaussian noise: a
+        unit whose mean is 0 instead of x (a zeroed unit, standardised effect ``√(p/(1 − p))``)
+        with the z test's power: ``n = ((z_{α/2m} + z_β) √((1 − p)/p))²``.
+        """
+        c = self.contract
+        if p == 1:
+            return MIN_DRAWS
+        if c.has_masks:
+            # Every mask entry counted, observable or not: at most a draw more than needed.
+            m = int(np.prod(c.scheme.mask_shape(self.x.shape)))
+            return min_trials_for_silent_group(p, max(m, 1), false_fail_rate=self.alpha)
+        m = max(1, self.observable_units)
+        return min_draws_for_mean_error(math.sqrt(p / (1 - p)), 1.0, false_fail_rate=self.alpha,
+                                        false_pass_rate=self.beta, n_tests=m, null_sd_known=True)
+
     def evidence(self, p):
         if p not in self._evidence:
             k = self.keep_probs.index(p)
             seed_k = int(np.random.SeedSequence(self.seed, spawn_key=(k,)).generate_state(1)[0])
             collector = Collector(self.impl.bound_train(p), self.x, p, self.contract, self.impl.reseed,
-                                  compute_dtype=self.impl.compute_dtype)
+                                  compute_dtype=self.impl.compute_dtype, unit_exponent=self.unit_exponent)
             self._evidence[p] = collector.collect(self.draws_for(p), seed_k)
         return self._evidence[p]
 

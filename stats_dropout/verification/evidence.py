@@ -89,7 +89,8 @@ class Evidence:
     mutated: bool = False              # train wrote into its input
     aliased_calls: int = 0             # calls whose output shares memory with their input
     elapsed_calls: int = 0
-    # per-draw pooled statistics, rows: draws, columns: see Collector.statistic_names
+    # per-draw pooled statistics at unit scale (Collector._statistic_row), rows: draws, columns:
+    # projection ratio, squared-deviation ratio, output mean, output mean square
     stats: list = dataclasses.field(default_factory=list)
     moments: RunningMoments | None = None  # per-element moments of the output
     # mask evidence (Bernoulli-type contracts)
@@ -180,17 +181,25 @@ class Collector:
     compute_dtype : dtype, optional
         ``Implementation.compute_dtype``: kept units may carry a scale rounded in it (as in the
         output dtype and any lower-precision float dtype; ContractModel.kept_forms).
+    unit_exponent : int, default 0
+        Statistics (the per-draw pooled rows, per-element moments, the kept-unit fit) are taken
+        of ``y · 2^-unit_exponent`` and the contract's moments of ``x · 2^-unit_exponent``: exact
+        rescalings to unit magnitude, so their squares neither underflow nor overflow
+        (:func:`~stats_dropout._internal.numerics.unit_exponent`). Masks and kept values are
+        read in the output's own units, where its rounding happened.
     """
 
-    def __init__(self, call, x, keep_prob, contract, reseed=None, compute_dtype=None):
+    def __init__(self, call, x, keep_prob, contract, reseed=None, compute_dtype=None, unit_exponent=0):
         self.call = call
         self.reseed = reseed
         self.x = x
         self.p = keep_prob
         self.c = contract
         self.x64 = x.astype(np.float64)
-        self.mu = contract.mean(self.x64, keep_prob)
-        self.var = contract.var(self.x64, keep_prob)
+        self.k = int(unit_exponent)
+        self.x_unit = np.ldexp(self.x64, -self.k) if self.k else self.x64
+        self.mu = contract.mean(self.x_unit, keep_prob)
+        self.var = contract.var(self.x_unit, keep_prob)
         self.axes = resolve_shared_axes(contract.shared_axes, x.ndim, "contract") if x.ndim else ()
         mu = self.mu
         self._mu_sq = float(np.sum(mu**2))
@@ -262,15 +271,16 @@ class Collector:
                     ev.nonfinite = int(y64.size - np.count_nonzero(finite))
                     break
                 ev.draws += 1
-                ev.stats.append(self._statistic_row(y64))
-                block.append(y64)
+                y_unit = np.ldexp(y64, -self.k) if self.k else y64
+                ev.stats.append(self._statistic_row(y_unit))
+                block.append(y_unit)
                 if len(block) * max(y64.size, 1) >= 1 << 20:
                     self._merge_moments(ev, block)
                     block = []
                 if ev.only_zero_one and not np.all((y64 == 0) | (y64 == 1)):
                     ev.only_zero_one = False
                 if ev.has_masks:
-                    previous = self._masks(ev, y64, previous)
+                    previous = self._masks(ev, y64, y_unit, previous)
                 elif self.c.noise == "gaussian":
                     self._noise(ev, y64)
         if block:
@@ -290,7 +300,7 @@ class Collector:
         self.kept_tol = self.c.dropped_tolerance(x, self.p, dtype)
         self.scale_tol = self.c.kept_tolerance(x, self.p, dtype, self.forms) + np.finfo(np.float64).tiny
         self.form_values = [f.slope * x + f.offset for f in self.forms]
-        self._xflat = x.reshape(-1)
+        self._xflat = self.x_unit.reshape(-1)
         self._x2flat = self._xflat**2
         ev.kept_forms = self.forms
         ev.form_matches = np.zeros(len(self.forms), dtype=np.int64)
@@ -328,7 +338,7 @@ class Collector:
                 both = self.entries_obs[tuple(lo)] & self.entries_obs[tuple(hi)]
                 self.pair_slices[axis] = (tuple(lo), tuple(hi), None if both.all() else both)
 
-    def _masks(self, ev, y, previous):
+    def _masks(self, ev, y, y_unit, previous):
         kept = np.abs(y - self.dropped) > self.kept_tol
         if not self.all_observable:
             kept &= self.observable
@@ -370,7 +380,7 @@ class Collector:
             ev.form_matches[i] += int(np.count_nonzero(hit))
             bad.flat[idx[hit]] = False
         kf = kept.reshape(-1).astype(np.float64)
-        yk = y.reshape(-1) * kf
+        yk = y_unit.reshape(-1) * kf
         # einsum, not BLAS dot: no thread pool to wake per draw (it dominated the pass under load)
         ev.fit_sums += (kf.sum(), np.einsum("i,i->", self._xflat, kf), np.einsum("i,i->", self._x2flat, kf),
                         yk.sum(), np.einsum("i,i->", self._xflat, yk))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from stats_dropout.verification.checks import exact, statistical
+from stats_dropout.verification.checks import exact, groups, statistical
 
 __all__ = ["CheckSpec", "REGISTRY", "NEEDS", "NEED_WORDS", "applicable_checks", "missing_needs"]
 
@@ -101,11 +101,11 @@ REGISTRY = (
     _check(exact.check_invalid_keep_prob, "keep_prob_arg", "validates", once=True),
     _check(exact.check_backward_mask, "backward", "masks"),
     _check(statistical.check_keep_rate, "masks", statistical=True),
-    _check(statistical.check_keep_rate_per_position, "masks", statistical=True),
-    _check(statistical.check_keep_rate_per_channel, "masks", "channels", statistical=True),
+    _check(groups.check_keep_rate_per_position, "masks", statistical=True),
+    _check(groups.check_keep_rate_per_channel, "masks", "channels", statistical=True),
     _check(statistical.check_keep_rate_vs_input, "masks", "unshared", "drop", statistical=True),
     _check(statistical.check_mean, statistical=True),
-    _check(statistical.check_mean_per_unit, "drop", statistical=True),
+    _check(groups.check_mean_per_unit, "drop", statistical=True),
     _check(statistical.check_variance, "drop", statistical=True),
     _check(statistical.check_row_dispersion, "masks", "drop", statistical=True),
     _check(statistical.check_independence_units, "masks", "drop", statistical=True),

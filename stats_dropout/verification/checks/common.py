@@ -28,6 +28,11 @@ SHARING_CALLS = 2
 CHANCE_REPEATS = 1e-9
 
 
+#: Why every statistical check skips on an all-zero probe (said once more in the run's warnings).
+NOTHING_OBSERVABLE = ("nothing observable: every input is 0, where a kept and a dropped unit give the same "
+                      "output; give an example_input with non-zero values")
+
+
 def check_id(check, p):
     return f"{check}[keep_prob={p:g}]"
 
@@ -78,6 +83,8 @@ def unusable(run, check, p, need_masks=False, need_variation=False):
     ``need_variation``: the check compares masks with each other, which says nothing when
     every unit was kept (or every unit dropped) — check_keep_rate reports that.
     """
+    if run.observable_units == 0:
+        return NOTHING_OBSERVABLE
     ev = run.evidence(p)
     if ev.broken:
         return f"not run: {ev.broken} (see check_output_shape_dtype / check_finite_output)"

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from stats_dropout._internal.numerics import EXACT_ULPS, ulp_tol
+from stats_dropout._internal.numerics import EXACT_ULPS, MOMENT_ULPS, ulp_tol
 from stats_dropout.reference.contracts import subnormal_spacing
 from stats_dropout.verification.checks.common import (
     exact_decision,
@@ -344,3 +344,14 @@ def check_backward_mask(run, p):
     return passed(name, p)
 
 
+def rounding_rtol(run, p, power=1):
+    """Dead band of a ratio statistic of degree ``power`` in the outputs (mean: 1, variance: 2).
+
+    Each output carries a relative rounding error of at most half an ulp of its dtype; a ratio
+    of sums of such terms is then off by at most ``power · eps/2`` when the terms share a sign,
+    allowed: ``power`` ulps (``power · eps``) for mixed signs (alpha dropout's projections). A
+    kept scale rounded in a low dtype (accepted by check_kept_scale, bias ``b``) moves the
+    statistic by ``power · |b|``. Sums are in float64: ``MOMENT_ULPS`` ulps of float64. Nothing
+    else is excused, so a real bias beyond the rounding still fails.
+    """
+    return power * (ulp_tol(run.x.dtype, 1) + accepted_bias(run, p)) + ulp_tol(np.float64, MOMENT_ULPS)
