@@ -44,6 +44,7 @@ from stats_dropout.reference.masks import keep_threshold, mask_chunks
 from stats_dropout.reference.schemes import BoundScheme
 
 __all__ = [
+    "BlockMoments",
     "RunningMoments",
     "block_draws",
     "estimate_masked_matmul_moments",
@@ -169,23 +170,54 @@ def _block_moments(statistic, outputs):
     return RunningMoments.from_samples(values)
 
 
+class BlockMoments:
+    """Per-element moments of a stream of outputs, one draw at a time, merged block by block.
+
+    The one accumulator behind every per-call Monte-Carlo loop — :func:`estimate_train_moments`
+    on a callable and the battery's evidence collector: outputs are buffered in blocks of
+    :func:`block_draws` draws, each block's moments computed in one vectorised pass and
+    Chan-merged in block order, so the same outputs give the same bits whoever streams them.
+
+    Parameters
+    ----------
+    size : int
+        Elements of one output (fixes the block length).
+    statistic : callable, optional
+        Applied to each stacked block (default: the outputs themselves).
+    """
+
+    def __init__(self, size, statistic=None):
+        self.per_block = block_draws(size)
+        self.statistic = _identity if statistic is None else statistic
+        self._buffer = []
+        self._total = None
+
+    def update(self, y):
+        self._buffer.append(y)
+        if len(self._buffer) == self.per_block:
+            self._flush()
+
+    def _flush(self):
+        if self._buffer:
+            part = _block_moments(self.statistic, self._buffer)
+            self._buffer = []
+            self._total = part if self._total is None else self._total.merge(part)
+
+    def result(self):
+        """The :class:`RunningMoments` of every output so far (None before the first)."""
+        self._flush()
+        return self._total
+
+
 def _moments_sequential(train, x, statistic, draws, seed):
     """One call per draw for callables that draw their own randomness (global RNGs)."""
-    per_block = block_draws(x.size)
-
-    def parts():
-        buffer = []
+    moments = BlockMoments(x.size, statistic)
+    with seeded_global_rngs(seed):
         for draw in range(draws):
             # A fresh copy per call: an implementation that writes into its input must not
             # corrupt the following draws (the battery reports the mutation separately).
-            buffer.append(_check_output(train(x.copy()), x, draw))
-            if len(buffer) == per_block or draw == draws - 1:
-                part = _block_moments(statistic, buffer)
-                buffer = []
-                yield part
-
-    with seeded_global_rngs(seed):
-        return _merge_in_order(parts())
+            moments.update(_check_output(train(x.copy()), x, draw))
+    return moments.result()
 
 
 def _estimate_iv(train, x, draws, seed, workers):

@@ -20,6 +20,7 @@ __all__ = [
     "ConfidenceInterval",
     "TrainMoments",
     "Decision",
+    "ExactComparison",
     "EquivalenceResult",
     "CheckResult",
     "VerificationResult",
@@ -107,6 +108,9 @@ class Decision:
         ``pvalue < false_fail_rate``.
     """
 
+    #: Decisions spend part of a false-fail budget (ExactComparison: False).
+    statistical = True
+
     property: str
     method: str
     estimate: float
@@ -141,6 +145,53 @@ class Decision:
             f"smallest detectable {self.effect_units} error {self.min_detectable_effect:.3g} "
             f"at false-pass rate {self.false_pass_rate:.3g})"
         )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExactComparison:
+    """An exact check's evidence: a measured figure against the contract's, within a rounding tolerance.
+
+    Not a statistical decision: nothing is sampled, so there is no interval, p-value or error
+    rate to state (a :class:`Decision` with rates of 0 would claim them); what bounds a false
+    fail is the floating-point ``tolerance`` (:func:`~stats_dropout._internal.numerics.ulp_tol`).
+
+    Attributes
+    ----------
+    property, method : str
+    estimate, expected : float
+        The measured figure (e.g. the fitted kept-unit scale) and the contract's.
+    tolerance : float
+        Largest difference that counts as rounding, in ``effect_units``; any error beyond it
+        is detected (:attr:`min_detectable_effect`).
+    n : int
+        Values compared.
+    rejected : bool
+    """
+
+    #: Exact comparisons spend no false-fail budget (read by the summaries).
+    statistical = False
+
+    property: str
+    method: str
+    estimate: float
+    expected: float
+    tolerance: float
+    n: int
+    rejected: bool
+    effect_units: str = "relative"
+    details: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    # No sampling error: the table columns of a Decision are "not applicable" (NaN).
+    ci_low = ci_high = pvalue = float("nan")
+
+    @property
+    def min_detectable_effect(self):
+        return self.tolerance
+
+    def __str__(self):
+        verdict = "DIFFERS" if self.rejected else "equal"
+        return (f"{self.property}: {verdict} — {self.estimate:.9g} vs {self.expected:.9g} ({self.method}; "
+                f"n = {self.n}; {self.effect_units} tolerance {self.tolerance:.3g})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,8 +73,8 @@ def _where_of(check):
 
 
 def _is_statistical(c):
-    """A check that spends false-fail budget (exact checks decide with a rate of 0)."""
-    return c.decision is not None and c.decision.false_fail_rate > 0
+    """A check that spends false-fail budget (an exact check's evidence is an ExactComparison)."""
+    return c.decision is not None and c.decision.statistical
 
 
 def _top_level_cut(text, seps):
@@ -96,7 +96,7 @@ def _figure(c):
     """The one-line evidence of a failed check: its figure, not its whole message."""
     d = c.decision
     msg = " ".join(c.message.split())
-    if d is not None and d.false_fail_rate > 0 and msg.startswith(f"{d.property}: estimate"):
+    if d is not None and d.statistical and msg.startswith(f"{d.property}: estimate"):
         return f"measured {d.estimate:.4g}, expected {d.expected:.4g} (p = {d.pvalue:.2g}): {d.property}"
     cut = _top_level_cut(msg, (". ", "; "))
     sentence = msg[:cut + (msg[cut] == ".")] if cut >= 0 else msg

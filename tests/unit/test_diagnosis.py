@@ -125,9 +125,9 @@ def test_masks_repeating_only_sometimes_get_the_raw_count():
     assert not common.identical_calls_of(run, 0.8)
     assert common.repeated_calls_of(run, 0.8) == 0  # successive calls differ: 7, 2, 7, 4, ...
     ev = run.evidence(0.8)
-    ev.identical_consecutive = 5  # as if five successive pairs had repeated
+    ev.pairs.identical_consecutive = 5  # as if five successive pairs had repeated
     assert common.repeated_calls_of(run, 0.8) == 5
-    ev.sharing_violations = 1  # masks tied along an axis: repeats may be chance, not reported
+    ev.masks.sharing_violations = 1  # masks tied along an axis: repeats may be chance, not reported
     assert common.repeated_calls_of(run, 0.8) == 0
     text = identical_masks_cause("numpy", calls=13, repeated=5)
     assert text.startswith("5 of 12 pairs of successive calls drew identical masks")

@@ -14,7 +14,7 @@ import weakref
 import numpy as np
 
 from stats_dropout._internal.rng import seeded_global_rngs
-from stats_dropout.inference.results import CheckResult, Decision
+from stats_dropout.inference.results import CheckResult, ExactComparison
 from stats_dropout.inference.stats import decide_keep_rate
 from stats_dropout.reference.schemes import resolve_shared_axes
 from stats_dropout.verification.diagnosis import diagnose, identical_masks_cause
@@ -70,11 +70,10 @@ def from_decision(check, p, decision, hint=""):
 
 
 def exact_decision(prop, estimate, expected, n, rejected, mde=0.0):
-    # An exact comparison has no sampling error: its interval is the point, its error rates 0.
-    return Decision(property=prop, method="exact comparison (8 ulp tolerance)", estimate=float(estimate),
-                    expected=float(expected), ci_low=float(estimate), ci_high=float(estimate),
-                    pvalue=0.0 if rejected else 1.0, false_fail_rate=0.0, false_pass_rate=0.0,
-                    min_detectable_effect=float(mde), n=int(n), rejected=bool(rejected), effect_units="relative")
+    """An :class:`~stats_dropout.inference.results.ExactComparison` (no sampling error: a tolerance,
+    ``mde``, instead of an interval and error rates)."""
+    return ExactComparison(property=prop, method="exact comparison (8 ulp tolerance)", estimate=float(estimate),
+                           expected=float(expected), tolerance=float(mde), n=int(n), rejected=bool(rejected))
 
 
 def unusable(run, check, p, need_masks=False, need_variation=False):
@@ -90,8 +89,8 @@ def unusable(run, check, p, need_masks=False, need_variation=False):
         return f"not run: {ev.broken} (see check_output_shape_dtype / check_finite_output)"
     if need_masks and not run.contract.has_masks:
         return f"not applicable: the {run.contract.name!r} contract has no keep/drop mask"
-    if need_variation and ev.trials and ev.kept in (0, ev.trials):
-        which = "kept" if ev.kept else "dropped"
+    if need_variation and ev.masks.trials and ev.masks.kept in (0, ev.masks.trials):
+        which = "kept" if ev.masks.kept else "dropped"
         return f"not run: every unit was {which} in every call (see check_keep_rate)"
     return None
 
@@ -135,8 +134,8 @@ def _is_16_bit(dtype):
 def identical_calls_of(run, p):
     """Every one of (at least 3) successive calls drew the same mask, with both values present."""
     ev = run.evidence(p)
-    return (ev.draws > 2 and ev.identical_consecutive == ev.draws - 1 and 0 < ev.kept < ev.trials
-            and p < 1)
+    return (ev.has_masks and ev.draws > 2 and ev.pairs.identical_consecutive == ev.draws - 1
+            and 0 < ev.masks.kept < ev.masks.trials and p < 1)
 
 
 def repeated_calls_of(run, p):
@@ -148,14 +147,15 @@ def repeated_calls_of(run, p):
     show no sharing of their own (entries tied along an axis make far fewer independent entries).
     """
     ev = run.evidence(p)
-    if identical_calls_of(run, p) or not ev.identical_consecutive or not 0 < ev.kept < ev.trials:
+    if not ev.has_masks or identical_calls_of(run, p) or not ev.pairs.identical_consecutive or not (
+            0 < ev.masks.kept < ev.masks.trials):
         return 0
-    if ev.entry_trials is None or _sharing_suspect(run, ev):
+    if _sharing_suspect(run, ev):
         return 0
-    m = int(np.count_nonzero(ev.entry_trials))
-    r = ev.kept / ev.trials
+    m = int(np.count_nonzero(ev.masks.entry_trials))
+    r = ev.masks.kept / ev.masks.trials
     chance = max(ev.draws - 1, 1) * np.exp(m * np.log(r * r + (1 - r) ** 2))
-    return int(ev.identical_consecutive) if chance < CHANCE_REPEATS else 0
+    return int(ev.pairs.identical_consecutive) if chance < CHANCE_REPEATS else 0
 
 
 def identical_masks_message(run, p):
@@ -209,9 +209,9 @@ def measured_sharing(run, p):
 
 def _sharing_suspect(run, ev):
     """The evidence says the mask is shared otherwise than declared: worth measuring."""
-    if ev.sharing_violations:
+    if ev.masks.sharing_violations:
         return True
-    for sums in ev.axis_pairs.values():
+    for sums in ev.pairs.axis_pairs.values():
         if sums.n and 0 < sums.sa < sums.n and sums.sa == sums.sb == sums.sab:
             return True  # neighbouring mask entries identical along this axis in every pair
     return False
@@ -243,11 +243,11 @@ def eval_profile(run, p):
 def _diagnosis(run, p):
     ev = run.evidence(p)
     rate = rate_ci = scale = None
-    if not ev.broken and ev.has_masks and ev.trials:
-        d = decide_keep_rate(ev.kept, ev.trials, p, false_fail_rate=run.alpha, false_pass_rate=run.beta)
+    if not ev.broken and ev.has_masks and ev.masks.trials:
+        d = decide_keep_rate(ev.masks.kept, ev.masks.trials, p, false_fail_rate=run.alpha, false_pass_rate=run.beta)
         rate, rate_ci = d.estimate, (d.ci_low, d.ci_high)
-    if ev.scale_ratios:
-        scale = float(np.median(ev.scale_ratios))
+    if ev.kept_scale.ratios:
+        scale = float(np.median(ev.kept_scale.ratios))
     sharing = None
     try:  # the optional measurements below call user code once more; a failure only loses them
         if not ev.broken and ev.has_masks and run.x.ndim and _sharing_suspect(run, ev):

@@ -162,12 +162,12 @@ def kept_scale_bias(run, p):
     −0.156 %. The bias is relative to the contract's scale (``1/p``, ``1`` or alpha's ``a``).
     """
     ev = run.evidence(p)
-    fit = ev.fitted_kept(through_origin=run.contract.noise != "alpha")
+    fit = ev.kept_scale.fitted(through_origin=run.contract.noise != "alpha")
     if fit is None:
         return None
     measured = float(fit[0])
     expected = run.contract.expected_scale(p)
-    forms = ev.kept_forms or run.contract.kept_forms(p, ())
+    forms = ev.kept_scale.kept_forms or run.contract.kept_forms(p, ())
     nearest = min(forms, key=lambda f: abs(f.slope - measured))
     return measured, measured / expected - 1.0, nearest
 
@@ -179,10 +179,10 @@ def accepted_bias(run, p):
     in a lower dtype is allowed, sampling noise in the fit never widens the allowance beyond it.
     """
     ev = run.evidence(p)
-    got = kept_scale_bias(run, p) if ev.has_masks and not ev.broken and ev.scale_checked else None
-    if got is None or ev.scale_violations:
+    got = kept_scale_bias(run, p) if ev.has_masks and not ev.broken and ev.kept_scale.checked else None
+    if got is None or ev.kept_scale.violations:
         return 0.0
-    cap = max((abs(f.bias) for f in ev.kept_forms), default=0.0)
+    cap = max((abs(f.bias) for f in ev.kept_scale.kept_forms), default=0.0)
     return min(abs(got[1]), cap)
 
 
@@ -199,25 +199,26 @@ def check_kept_scale(run, p):
     if (reason := unusable(run, name, p, need_masks=True)):
         return skipped(name, p, reason)
     ev = run.evidence(p)
-    if ev.scale_checked == 0:
+    if ev.kept_scale.checked == 0:
         return skipped(name, p, "no kept unit observed")
     expected = run.contract.expected_scale(p)
     got = kept_scale_bias(run, p)
-    measured, bias, nearest = got if got is not None else (float(np.median(ev.scale_ratios)), np.nan, None)
+    measured, bias, nearest = got if got is not None else (float(np.median(ev.kept_scale.ratios)), np.nan, None)
     tol = ulp_tol(run.x.dtype, 1) + ulp_tol(np.float64, EXACT_ULPS)  # see ContractModel.kept_tolerance
-    decision = exact_decision("kept-unit scale", measured, expected, ev.scale_checked, ev.scale_violations > 0, tol)
+    scale = ev.kept_scale
+    decision = exact_decision("kept-unit scale", measured, expected, scale.checked, scale.violations > 0, tol)
     decision = dataclasses.replace(
         decision, method="exact comparison with the contract's kept forms (one rounding of the output dtype)",
         details={**decision.details, "scale_bias": bias, "nearest_form": nearest.label if nearest else None,
-                 "unobservable_units": ev.unobservable})
-    unobs = (f" {ev.unobservable} unit(s) per call whose kept and dropped values coincide were not counted."
-             if ev.unobservable and run.contract.noise == "alpha" else "")
-    if ev.scale_violations:
-        x0, y0, e0 = ev.scale_worst
+                 "unobservable_units": ev.kept_scale.unobservable})
+    unobs = (f" {ev.kept_scale.unobservable} unit(s) per call whose kept and dropped values coincide were not counted."
+             if ev.kept_scale.unobservable and run.contract.noise == "alpha" else "")
+    if ev.kept_scale.violations:
+        x0, y0, e0 = ev.kept_scale.worst
         return failed(name, p,
                       f"kept units are scaled by {measured:.9g}, expected {expected:.9g} "
                       f"({'1/keep_prob' if run.contract.name == 'inverted' else 'the contract'}; "
-                      f"bias {bias:+.3%}): {ev.scale_violations} of {ev.scale_checked} kept units differ from "
+                      f"bias {bias:+.3%}): {scale.violations} of {scale.checked} kept units differ from "
                       f"every accepted form (e.g. x = {x0!r} gave {y0!r}, expected {e0!r}). " + hint_for(run, p),
                       decision)
     form = f"; nearest accepted form: {nearest.label} = {nearest.slope:.9g}" if nearest else ""
@@ -232,10 +233,10 @@ def check_sharing_pattern(run, p):
     if (reason := unusable(run, "check_sharing_pattern", p, need_masks=True)):
         return skipped("check_sharing_pattern", p, reason)
     ev = run.evidence(p)
-    if ev.sharing_violations:
+    if ev.masks.sharing_violations:
         return failed("check_sharing_pattern", p,
                        f"masks are not shared along shared_axes={run.contract.shared_axes!r}: "
-                       f"{ev.sharing_violations} units disagree with the mask at index 0 of those axes. "
+                       f"{ev.masks.sharing_violations} units disagree with the mask at index 0 of those axes. "
                        "Draw one mask of shape with 1 on the shared axes and broadcast it.")
     return passed("check_sharing_pattern", p)
 

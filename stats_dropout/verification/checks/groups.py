@@ -91,7 +91,7 @@ def check_keep_rate_per_position(run, p):
     if (reason := unusable(run, name, p, need_masks=True)):
         return skipped(name, p, reason)
     ev = run.evidence(p)
-    counts, trials = ev.entry_counts.sum(axis=0), ev.entry_trials.sum(axis=0)
+    counts, trials = ev.masks.entry_counts.sum(axis=0), ev.masks.entry_trials.sum(axis=0)
     if np.count_nonzero(trials) < 2:
         return skipped(name, p, "fewer than 2 positions with observable masks")
     out = decide_per_group(run, name, p, counts.ravel(), trials.ravel(),
@@ -114,8 +114,8 @@ def check_keep_rate_per_channel(run, p):
         return skipped(name, p, reason)
     ev = run.evidence(p)
     axis = channel_axis_of(run)
-    other = tuple(a for a in range(ev.entry_counts.ndim) if a != axis)
-    out = decide_per_group(run, name, p, ev.entry_counts.sum(axis=other), ev.entry_trials.sum(axis=other),
+    other = tuple(a for a in range(ev.masks.entry_counts.ndim) if a != axis)
+    out = decide_per_group(run, name, p, ev.masks.entry_counts.sum(axis=other), ev.masks.entry_trials.sum(axis=other),
                            f"keep rate equals keep_prob in every channel (axis {axis})", "channel")
     return _result(run, name, p, out)
 
@@ -138,7 +138,7 @@ def check_mean_per_unit(run, p):
     prop = "train-time mean equals the expected mean at every unit"
     hint = lazy_hint(run, p, prefix="Some units are biased. ")
     if run.contract.has_masks:
-        out = decide_per_group(run, name, p, ev.entry_counts.ravel(), ev.entry_trials.ravel(),
+        out = decide_per_group(run, name, p, ev.masks.entry_counts.ravel(), ev.masks.entry_trials.ravel(),
                                prop + " (per-unit keep counts)", "unit")
         return _result(run, name, p, out, hint)
     mom = ev.moments.to_result(None)

@@ -53,7 +53,7 @@ def check_keep_rate(run, p):
     if (reason := unusable(run, name, p, need_masks=True)):
         return skipped(name, p, reason)
     ev = run.evidence(p)
-    d = decide_keep_rate(ev.kept, ev.trials, p, false_fail_rate=run.alpha, false_pass_rate=run.beta,
+    d = decide_keep_rate(ev.masks.kept, ev.masks.trials, p, false_fail_rate=run.alpha, false_pass_rate=run.beta,
                          property="fraction of kept units equals keep_prob")
     return from_decision(name, p, d, lazy_hint(run, p))
 
@@ -66,10 +66,10 @@ def check_keep_rate_vs_input(run, p):
     ev = run.evidence(p)
     if run.contract.shared_axes:
         return skipped(name, p, "masks are shared across inputs of different values")
-    used = ev.group_trials > 0
+    used = ev.masks.group_trials > 0
     if used.sum() < 2 or p == 1:
         return skipped(name, p, "fewer than two input groups (e.g. an all-positive probe) or keep_prob = 1")
-    kept, trials = ev.group_kept[used], ev.group_trials[used]
+    kept, trials = ev.masks.group_kept[used], ev.masks.group_trials[used]
     table = np.vstack([kept, trials - kept])
     if np.any(table.sum(axis=1) == 0):
         stat, pvalue = 0.0, 1.0
@@ -92,7 +92,7 @@ def check_keep_rate_vs_input(run, p):
     se = math.sqrt(rates[hi] * (1 - rates[hi]) / trials[hi] + rates[lo] * (1 - rates[lo]) / trials[lo])
     spread = float(rates[hi] - rates[lo])
     half = float(sps.norm.isf(level / 2) * se)
-    labels = np.array(ev.group_labels)[used]
+    labels = np.array(ev.masks.group_labels)[used]
     d = Decision(property=f"difference of keep rates between input groups ({labels[hi]} − {labels[lo]})",
                  method=f"chi-square homogeneity over {g} groups", estimate=spread, expected=0.0,
                  ci_low=spread - half, ci_high=spread + half, pvalue=float(pvalue), false_fail_rate=run.alpha,
@@ -143,8 +143,8 @@ def check_variance(run, p):
         return skipped(name, p, "keep_prob = 1: zero variance, covered by check_keep_prob_one")
     ev = run.evidence(p)
     if run.contract.has_masks:
-        size = int(ev.row_sizes.sum()) if ev.row_sizes is not None else 0
-        totals = np.array([int(c.sum()) for c in ev.row_counts], dtype=np.int64)
+        size = int(ev.masks.row_sizes.sum()) if ev.masks.row_sizes is not None else 0
+        totals = np.array([int(c.sum()) for c in ev.masks.row_counts], dtype=np.int64)
         if size < 2 or totals.size < 3 or np.all(totals == 0) or np.all(totals == size):
             return skipped(name, p, "fewer than 3 calls, or every unit kept (or dropped) in every call")
         d = decide_dispersion(totals, size, None, false_fail_rate=run.alpha, false_pass_rate=run.beta,
@@ -170,11 +170,11 @@ def check_row_dispersion(run, p):
     if (reason := unusable(run, name, p, need_masks=True, need_variation=True)):
         return skipped(name, p, reason)
     ev = run.evidence(p)
-    usable = ev.row_sizes >= 10
-    if p == 1 or usable.sum() < 2 or not ev.row_counts:
+    usable = ev.masks.row_sizes >= 10
+    if p == 1 or usable.sum() < 2 or not ev.masks.row_counts:
         return skipped(name, p, "fewer than 2 rows with 10 or more observable mask entries, or keep_prob = 1")
-    counts = np.concatenate([c[usable] for c in ev.row_counts])
-    sizes = np.tile(ev.row_sizes[usable], len(ev.row_counts))
+    counts = np.concatenate([c[usable] for c in ev.masks.row_counts])
+    sizes = np.tile(ev.masks.row_sizes[usable], len(ev.masks.row_counts))
     d = decide_dispersion(counts, sizes, None, false_fail_rate=run.alpha, false_pass_rate=run.beta,
                           property="variance of kept counts per row / binomial variance")
     hint = ("Dispersion far below 1 means every row keeps (almost) the same number of units: "
@@ -203,12 +203,12 @@ def check_independence_units(run, p):
     if (reason := unusable(run, name, p, need_masks=True, need_variation=True)):
         return skipped(name, p, reason)
     ev = run.evidence(p)
-    axes = [a for a in ev.axis_pairs if a != 0 and ev.axis_pairs[a].n]
+    axes = [a for a in ev.pairs.axis_pairs if a != 0 and ev.pairs.axis_pairs[a].n]
     if not axes or p == 1:
         return skipped(name, p, "no pair of independent units along a non-batch axis, or keep_prob = 1")
     alpha = run.alpha / len(axes)
     decisions = [_correlation_decision(f"correlation of neighbouring masks along axis {a}",
-                                       ev.axis_pairs[a], alpha, run.beta) for a in axes]
+                                       ev.pairs.axis_pairs[a], alpha, run.beta) for a in axes]
     d = min(decisions, key=lambda q: q.pvalue)
     # One decision over the axes: report the Bonferroni-adjusted p-value against the check's
     # own level (the interval is already at the per-axis level α/len(axes)).
@@ -225,9 +225,9 @@ def check_independence_rows(run, p):
     if (reason := unusable(run, name, p, need_masks=True, need_variation=True)):
         return skipped(name, p, reason)
     ev = run.evidence(p)
-    if 0 not in ev.axis_pairs or p == 1:
+    if 0 not in ev.pairs.axis_pairs or p == 1:
         return skipped(name, p, "batch axis shared by design, a single row, or keep_prob = 1")
-    d = _correlation_decision("correlation of masks of neighbouring batch rows", ev.axis_pairs[0],
+    d = _correlation_decision("correlation of masks of neighbouring batch rows", ev.pairs.axis_pairs[0],
                               run.alpha, run.beta)
     return from_decision(name, p, d, lazy_hint(
         run, p, fallback="Every example in a batch must get its own mask (per-sample dropout); if one mask "
@@ -242,7 +242,7 @@ def check_independence_calls(run, p):
     ev = run.evidence(p)
     if p == 1:
         return skipped(name, p, "keep_prob = 1: nothing is dropped")
-    d = _correlation_decision("correlation of masks of successive calls", ev.call_pairs, run.alpha, run.beta)
+    d = _correlation_decision("correlation of masks of successive calls", ev.pairs.call_pairs, run.alpha, run.beta)
     if d.rejected and identical_calls_of(run, p):
         return failed(name, p, identical_masks_message(run, p).rstrip(".") + ".", d)
     return from_decision(name, p, d, "Successive calls must draw fresh masks.")
@@ -258,7 +258,7 @@ def check_noise_distribution(run, p):
     if p == 1:
         return skipped(name, p, "keep_prob = 1: no noise")
     ev = run.evidence(p)
-    r = ev.noise_sample
+    r = ev.noise.values
     sd = math.sqrt((1 - p) / p)
     res = sps.ks_1samp(r, sps.norm(1.0, sd).cdf)
     n = r.size

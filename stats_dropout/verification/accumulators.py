@@ -1,0 +1,282 @@
+"""What the battery keeps of each train call: small accumulators, each with one ``update``.
+
+:class:`~stats_dropout.verification.evidence.Collector` screens each output (shape, dtype,
+finiteness, mutation) and hands the accepted ones to these, once per draw, so memory does not
+grow with the number of draws:
+
+=====================  ======================================================  ==============
+accumulator            keeps                                                   read by
+=====================  ======================================================  ==============
+:class:`PooledRows`    per-draw pooled statistics (projection ratio, ...)      mean, variance
+:class:`MaskCounts`    keep counts per mask entry, row and input group         keep rates
+:class:`MaskPairs`     products of neighbouring / successive mask entries      independence
+:class:`KeptScale`     kept values against the contract's kept forms, a fit    kept scale
+:class:`NoiseSample`   ``y/x`` of Gaussian noise (first 200,000 values)        noise law
+=====================  ======================================================  ==============
+
+Per-element moments stream through the Monte-Carlo engine's own
+:class:`~stats_dropout.inference.montecarlo.BlockMoments`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["PairSums", "PooledRows", "MaskCounts", "MaskPairs", "KeptScale", "NoiseSample", "mask_entries"]
+
+#: Values of y/x kept for the Gaussian noise-distribution test.
+NOISE_SAMPLE_SIZE = 200_000
+
+
+def mask_entries(kept, axes):
+    """One value per mask entry: is any unit of the group kept (``kept`` is False where x = 0).
+
+    A shared mask entry is seen wherever its group has a non-zero input — not only at index 0
+    of the shared axes, which may be zero padding or a ReLU zero.
+    """
+    return np.any(kept, axis=axes, keepdims=True) if axes else kept
+
+
+@dataclasses.dataclass
+class PairSums:
+    """Sums for the correlation of mask entries ``(a, b)`` over many pairs."""
+
+    n: int = 0
+    sa: float = 0.0
+    sb: float = 0.0
+    sab: float = 0.0
+
+    def add(self, a, b):
+        self.n += a.size
+        self.sa += np.count_nonzero(a)
+        self.sb += np.count_nonzero(b)
+        self.sab += np.count_nonzero(a & b)
+
+    def correlation(self):
+        """Sample (phi) correlation of the pairs; ``z = r √n`` is N(0, 1) under independence."""
+        if self.n == 0:
+            return np.nan
+        ma, mb = self.sa / self.n, self.sb / self.n
+        va, vb = ma * (1 - ma), mb * (1 - mb)
+        if va == 0 or vb == 0:
+            return np.nan
+        return (self.sab / self.n - ma * mb) / np.sqrt(va * vb)
+
+
+class PooledRows:
+    """Per-draw pooled statistics at unit scale, one row per draw.
+
+    Columns: the projection ratio ``Σ y μ / Σ μ²`` (check_mean), the squared-deviation ratio
+    ``Σ (y − μ)² / Σ σ²`` (check_variance, Gaussian noise), the output mean and mean square
+    (check_output_moments). ``μ, σ²`` are the contract's, of the probe at unit scale.
+    """
+
+    def __init__(self, mu, var):
+        self.mu = mu
+        self._mu_sq = float(np.sum(mu**2))
+        self._var_sum = float(np.sum(var))
+        self.rows = []
+
+    def update(self, y_unit):
+        n = max(y_unit.size, 1)
+        dev2 = float(np.sum((y_unit - self.mu) ** 2))
+        self.rows.append([
+            float(np.sum(y_unit * self.mu) / self._mu_sq) if self._mu_sq > 0 else np.nan,
+            dev2 / self._var_sum if self._var_sum > 0 else dev2,
+            float(np.sum(y_unit) / n),
+            float(np.sum(y_unit**2) / n),
+        ])
+
+    def statistics(self):
+        """``(draws, 4)`` float64 array of the rows."""
+        return np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), -1)
+
+
+class MaskCounts:
+    """Keep counts per mask entry, per row, per input group, and mask-sharing violations.
+
+    Parameters
+    ----------
+    x : ndarray (float64)
+        The probe, in its own units.
+    observable : bool ndarray
+        Units whose kept and dropped values differ (``ContractModel.observable``).
+    axes : tuple of int
+        The contract's shared axes (resolved).
+    """
+
+    def __init__(self, x, observable, axes):
+        self.axes = axes
+        self.observable = observable
+        self.all_observable = bool(observable.all())
+        self.entries_obs = mask_entries(observable, axes)
+        self.entry_counts = np.zeros(self.entries_obs.shape, dtype=np.int64)
+        self.entry_trials = np.zeros(self.entries_obs.shape, dtype=np.int64)
+        # Observable mask entries per row: a row's kept count is Binomial(that number, p).
+        self.row_sizes = (np.count_nonzero(self.entries_obs.reshape(self.entries_obs.shape[0], -1), axis=1)
+                          if self.entries_obs.ndim else np.ones(1, dtype=np.int64))
+        self.row_counts = []
+        self.kept = 0
+        self.trials = 0
+        self.sharing_violations = 0
+        # Input groups: sign × magnitude (below / above the median |x|), for "independent of
+        # the input" — an all-positive probe simply has no negative groups.
+        mag = np.abs(x)
+        big = mag > np.median(mag) if x.size else mag > 0
+        labels, groups = [], np.full(x.shape, -1)
+        for s_name, s_mask in (("x<0", x < 0), ("x>0", x > 0)):
+            for m_name, m_mask in (("small |x|", ~big), ("large |x|", big)):
+                sel = s_mask & m_mask & observable  # unobservable units are in no group
+                if np.any(sel):
+                    groups[sel] = len(labels)
+                    labels.append(f"{s_name}, {m_name}")
+        self.groups = groups.ravel() + 1  # bincount needs non-negative labels; 0 = unobservable
+        self.group_labels = tuple(labels)
+        self.group_kept = np.zeros(len(labels), dtype=np.int64)
+        self.group_trials = np.zeros(len(labels), dtype=np.int64)
+        self._group_sizes = np.bincount(self.groups, minlength=len(labels) + 1)[1:]
+
+    def update(self, kept, entries):
+        if self.axes:
+            # Where the input is non-zero, every unit of a group must follow the group's mask.
+            expected_pattern = np.broadcast_to(entries, kept.shape) & self.observable
+            self.sharing_violations += int(np.count_nonzero(expected_pattern != kept))
+        self.entry_counts += entries
+        self.entry_trials += self.entries_obs
+        self.kept += int(np.count_nonzero(entries))
+        self.trials += int(np.count_nonzero(self.entries_obs))
+        if entries.ndim:
+            self.row_counts.append(np.count_nonzero(entries.reshape(entries.shape[0], -1), axis=1))
+        self.group_kept += np.bincount(self.groups, weights=kept.ravel(),
+                                       minlength=len(self.group_labels) + 1)[1:].astype(np.int64)
+        self.group_trials += self._group_sizes
+
+
+class MaskPairs:
+    """Products of neighbouring mask entries along each axis, and of successive calls' masks."""
+
+    def __init__(self, entries_obs):
+        self.entries_obs = entries_obs
+        self.all_observable = bool(entries_obs.all())
+        self.axis_pairs = {}
+        self.call_pairs = PairSums()
+        self.identical_consecutive = 0  # consecutive calls with identical masks
+        self._previous = None
+        self._slices = {}
+        for axis in range(entries_obs.ndim):
+            if entries_obs.shape[axis] >= 2:
+                self.axis_pairs[axis] = PairSums()
+                lo = [slice(None)] * entries_obs.ndim
+                hi = [slice(None)] * entries_obs.ndim
+                lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+                both = entries_obs[tuple(lo)] & entries_obs[tuple(hi)]
+                self._slices[axis] = (tuple(lo), tuple(hi), None if both.all() else both)
+
+    def update(self, entries):
+        for axis, (lo, hi, both) in self._slices.items():
+            a, b = entries[lo], entries[hi]
+            if both is not None:
+                a, b = a[both], b[both]
+            self.axis_pairs[axis].add(a, b)
+        previous = self._previous
+        if previous is not None:
+            a, b = (previous, entries) if self.all_observable else (
+                previous[self.entries_obs], entries[self.entries_obs])
+            self.call_pairs.add(a, b)
+            if np.array_equal(previous, entries):
+                self.identical_consecutive += 1
+        self._previous = entries
+
+
+class KeptScale:
+    """Kept units against the contract's kept forms, and a least-squares fit of their scale.
+
+    Each kept unit must equal one of the forms (exact, or its scale rounded in a lower dtype)
+    to one rounding into the output dtype (``tolerance``). The fit ``y ≈ slope·x + offset`` of
+    kept units (at unit scale, float64 sums) averages rounding out.
+    """
+
+    def __init__(self, contract, keep_prob, x, x_unit, forms, tolerance, observable):
+        self.contract = contract
+        self.p = keep_prob
+        self.x = x
+        self.kept_forms = forms
+        self.tolerance = tolerance
+        self.form_values = [f.slope * x + f.offset for f in forms]
+        self.kept_value = contract.kept_value(x, keep_prob)
+        self._xflat = x_unit.reshape(-1)
+        self._x2flat = self._xflat**2
+        self.form_matches = np.zeros(len(forms), dtype=np.int64)
+        self.fit_sums = np.zeros(5)  # n, Σx, Σx², Σy, Σxy
+        self.checked = 0
+        self.violations = 0
+        self.worst = None  # (x, y, expected) of the first violation
+        self.ratios = []   # median kept scale of the first five calls
+        self.unobservable = int(observable.size - np.count_nonzero(observable))
+
+    def update(self, y, y_unit, kept):
+        tol = self.tolerance
+        bad = kept & (np.abs(y - self.form_values[0]) > tol)  # whole-array passes: no fancy indexing
+        self.form_matches[0] += int(np.count_nonzero(kept)) - int(np.count_nonzero(bad))
+        for i in range(1, len(self.form_values)):
+            if not bad.any():  # usually every kept unit matches the exact form
+                break
+            idx = np.flatnonzero(bad)
+            hit = np.abs(y.flat[idx] - self.form_values[i].flat[idx]) <= tol.flat[idx]
+            self.form_matches[i] += int(np.count_nonzero(hit))
+            bad.flat[idx[hit]] = False
+        kf = kept.reshape(-1).astype(np.float64)
+        yk = y_unit.reshape(-1) * kf
+        # einsum, not BLAS dot: no thread pool to wake per draw (it dominated the pass under load)
+        self.fit_sums += (kf.sum(), np.einsum("i,i->", self._xflat, kf), np.einsum("i,i->", self._x2flat, kf),
+                          yk.sum(), np.einsum("i,i->", self._xflat, yk))
+        n_kept = int(np.count_nonzero(kept))
+        n_bad = int(np.count_nonzero(bad))
+        self.checked += n_kept
+        self.violations += n_bad
+        if n_bad and self.worst is None:
+            i = int(np.flatnonzero(bad.ravel())[0])
+            self.worst = (float(self.x.flat[i]), float(y.flat[i]), float(self.kept_value.flat[i]))
+        if n_kept and len(self.ratios) < 5:
+            self.ratios.append(float(np.median(self.contract.scale_of(y[kept], self.x[kept], self.p))))
+
+    def fitted(self, through_origin):
+        """Least-squares ``(slope, offset)`` of kept outputs on inputs (None without kept units).
+
+        Averages the rounding of millions of kept units: a scale rounded in a low-precision dtype
+        (1/keep_prob in bfloat16) shows as its true value, to about ``eps/sqrt(n)``. The offset
+        is at unit scale.
+        """
+        n, sx, sxx, sy, sxy = self.fit_sums
+        if n == 0 or sxx == 0:
+            return None
+        if through_origin:
+            return sxy / sxx, 0.0
+        var = sxx - sx * sx / n
+        if var <= 0:
+            return None
+        slope = (sxy - sx * sy / n) / var
+        return slope, (sy - slope * sx) / n
+
+
+class NoiseSample:
+    """``y/x`` of the non-zero inputs, over the first draws, up to :data:`NOISE_SAMPLE_SIZE` values."""
+
+    def __init__(self, x):
+        self._nz = x != 0
+        self._x = x[self._nz]
+        self.parts = []
+        self.size = 0
+
+    def update(self, y):
+        if self.size >= NOISE_SAMPLE_SIZE:
+            return
+        r = (y[self._nz] / self._x).ravel()
+        self.parts.append(r)
+        self.size += r.size
+
+    @property
+    def values(self):
+        return np.concatenate(self.parts) if self.parts else None
