@@ -14,6 +14,7 @@ import numpy as np
 
 from stats_dropout._internal.numerics import unit_exponent
 from stats_dropout._internal.rng import seeded_global_rngs
+from stats_dropout._internal.timeouts import CallGuard, current_guard, timeout_iv
 from stats_dropout._internal.validation import float_array_iv, keep_probs_iv, probability_iv, seed_iv
 from stats_dropout.inference.results import VerificationResult
 from stats_dropout.inference.stats import (
@@ -204,20 +205,29 @@ def _battery_iv(false_fail_rate, false_pass_rate, seed):
             probability_iv(false_pass_rate, "false_pass_rate"), seed_iv(seed))
 
 
-_RUNS = collections.OrderedDict()  # (id(impl), seed, rates) -> (impl, BatteryRun); the last 8
+def _guard_for(timeout):
+    """The time limit of a battery's calls: its own ``timeout``, else the enclosing
+    :func:`~stats_dropout._internal.timeouts.time_limit` block's (shared), else none (direct calls)."""
+    return CallGuard(timeout) if timeout is not None else current_guard()
 
 
-def _run_for(impl, seed, false_fail_rate, false_pass_rate):
+_RUNS = collections.OrderedDict()  # (id(impl), seed, rates, timeout) -> (impl, BatteryRun); the last 8
+
+
+def _run_for(impl, seed, false_fail_rate, false_pass_rate, timeout=None):
     """The shared run of one implementation object, so its checks reuse one evidence pass.
 
     Keyed by the object's identity, not by equality: two Implementations that differ only in
     ``example_input`` compare equal (arrays take no part in equality) but need their own runs.
-    The cached entry holds the object, so its id cannot be reused while cached.
+    The cached entry holds the object, so its id cannot be reused while cached. With a
+    ``timeout`` the run's implementation calls through one guard, so a hang in one check makes
+    the run's other checks fail at once.
     """
-    key = (id(impl), seed, false_fail_rate, false_pass_rate)
+    key = (id(impl), seed, false_fail_rate, false_pass_rate, timeout)
     cached = _RUNS.get(key)
     if cached is None or cached[0] is not impl:
-        cached = (impl, BatteryRun(impl, seed=seed, false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate))
+        cached = (impl, BatteryRun(impl.guarded(_guard_for(timeout)), seed=seed, false_fail_rate=false_fail_rate,
+                                   false_pass_rate=false_pass_rate))
         _RUNS[key] = cached
         while len(_RUNS) > 8:
             _RUNS.popitem(last=False)
@@ -225,19 +235,21 @@ def _run_for(impl, seed, false_fail_rate, false_pass_rate):
     return cached[1]
 
 
-def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3):
+def iter_checks(implementation, *, seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3, timeout=None):
     """The checks that apply to ``implementation``: a list of ``(check_id, check)``.
 
     ``check(implementation) -> CheckResult``; ids look like ``"check_keep_rate[keep_prob=0.8]"``.
     Checks of one implementation share their Monte-Carlo evidence (collected on first use).
+    ``timeout`` is as in :func:`verify_dropout` (one guard for the implementation's checks).
     """
     impl = implementation_iv(implementation)
     false_fail_rate, false_pass_rate, seed = _battery_iv(false_fail_rate, false_pass_rate, seed)
+    timeout = timeout_iv(timeout)
     out = []
-    for p, spec in _run_for(impl, seed, false_fail_rate, false_pass_rate).checks:
+    for p, spec in _run_for(impl, seed, false_fail_rate, false_pass_rate, timeout).checks:
 
         def check(im, _spec=spec, _p=p):
-            run = _run_for(implementation_iv(im), seed, false_fail_rate, false_pass_rate)
+            run = _run_for(implementation_iv(im), seed, false_fail_rate, false_pass_rate, timeout)
             with seeded_global_rngs(seed, run.impl.reseed):
                 return _run_check(_spec, run, _p)
 
@@ -263,7 +275,7 @@ def _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes, example_in
 
 def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", shared_axes=(), example_input=None,
                    false_fail_rate=1e-6, false_pass_rate=1e-3, seed=0, backward=None,
-                   validates_keep_prob=True):
+                   validates_keep_prob=True, timeout=None):
     """Run the battery on a dropout implementation.
 
     Parameters
@@ -297,6 +309,15 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
     validates_keep_prob : bool, default True
         Whether ``train(x, keep_prob)`` promises to reject keep_prob outside (0, 1]; False
         (course-style code that never validates) skips ``check_invalid_keep_prob``.
+    timeout : float, optional
+        Seconds each call to ``train``, ``eval`` or ``backward`` may take. A call that does not
+        return in time fails its check with a message naming the call (``"train(x, 0.8) did not
+        return within 60 s"``); the hung call cannot be stopped and keeps running in a daemon
+        thread, so the implementation is not called again: every later check fails at once
+        (:mod:`stats_dropout._internal.timeouts`). Calls then run in one worker thread; results
+        are identical to a run without a limit. Default None: no limit (calls run directly in
+        the caller's thread), unless inside a ``time_limit`` block (the command line's
+        ``--timeout``), whose limit applies.
 
     Returns
     -------
@@ -314,6 +335,7 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
     >>> sd.verify_dropout(dropout, lambda x: x.copy(), keep_prob=0.8).passed
     True
     """
+    timeout = timeout_iv(timeout)
     if is_layer(train):  # a framework layer: everything is read from the object
         train = adapters_implementation(train, keep_prob=keep_prob, example_input=example_input)
     if isinstance(train, Implementation):
@@ -323,7 +345,7 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
         impl, (alpha, beta, seed) = _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes,
                                                        example_input, backward, false_fail_rate,
                                                        false_pass_rate, seed, validates_keep_prob)
-    run = BatteryRun(impl, seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
+    run = BatteryRun(impl.guarded(_guard_for(timeout)), seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
     results = []
     # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:
     # seed the global RNGs for them as well, and give the caller's RNG state back afterwards.

@@ -200,6 +200,21 @@ class Implementation:
         arg = 1.0 - keep_prob if conv.means == "drop" else keep_prob
         return lambda x: self.train(x, arg)
 
+    def guarded(self, guard):
+        """A copy whose ``train``, ``eval`` and ``backward`` run through ``guard``, or ``self``.
+
+        ``guard`` is a :class:`~stats_dropout._internal.timeouts.CallGuard` (each call within a
+        time limit, in its worker thread) or None. The wrappers keep each callable's name and
+        signature, and the copy keeps the label and the keep_prob convention, so the battery
+        reads the implementation exactly as without a guard.
+        """
+        if guard is None:
+            return self
+        return dataclasses.replace(
+            self, train=guard.wrap(self.train, "train"), eval=guard.wrap(self.eval, "eval"),
+            backward=guard.wrap(self.backward, "backward"), name=self.label,
+            takes_keep_prob=self.convention.takes_keep_prob)
+
     def bound_eval(self, keep_prob):
         if self.eval is None:
             return None
