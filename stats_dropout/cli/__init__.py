@@ -29,6 +29,7 @@ def _parser():
                    help="smallest relative error each decision must detect (default: 0.01)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--csv", default=None, help="also write the tidy table to this CSV file")
+    _add_progress_flag(p)
     p.set_defaults(func=_cmd_schemes)
 
     # `verify`: handled by stats_dropout.cli.verify.run(args) -> exit code.
@@ -73,13 +74,28 @@ def _parser():
     p.add_argument("--executor", default="local", choices=["local", "dask"],
                    help="where sweep cells run (default: local)")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster)")
+    _add_progress_flag(p)
     p.set_defaults(func=_delegate("report"))
 
     p = sub.add_parser("claims", help="print the claims ledger: every claim of the forum thread, measured")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--csv", default=None, help="also write the ledger to this CSV file")
+    _add_progress_flag(p)
     p.set_defaults(func=_delegate("claims"))
     return parser
+
+
+def _add_progress_flag(p):
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: only when stderr is a terminal, so "
+                        "pipes, files and CI logs stay clean)")
+
+
+def _resolve_progress(args):
+    """The one rule for progress bars: ``--progress``/``--no-progress`` if given, else on
+    exactly when stderr is a terminal. Handlers read ``args.progress`` (a bool)."""
+    if hasattr(args, "progress") and args.progress is None:
+        args.progress = sys.stderr.isatty()
 
 
 def _delegate(module):
@@ -106,7 +122,7 @@ def _cmd_schemes(args):
             raise UsageError(str(exc)) from None
     try:
         frame = sweep_schemes(args.schemes, keep_probs, relative_error=args.relative_error,
-                              seed=args.seed, progress=sys.stderr.isatty())
+                              seed=args.seed, progress=args.progress)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(f"stats-dropout schemes: seed {args.seed}; every decision detects a relative error of "
@@ -127,6 +143,7 @@ def _cmd_schemes(args):
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    _resolve_progress(args)
     try:
         return args.func(args)
     except UsageError as exc:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 __all__ = ["run"]
 
 
@@ -21,7 +19,7 @@ def run(args):
             output_file_iv(args.csv, "--csv")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    ledger = claims_ledger(seed=args.seed, progress=sys.stderr.isatty())
+    ledger = claims_ledger(seed=args.seed, progress=args.progress)
     print(f"stats-dropout claims: the forum thread's claims, measured (seed {args.seed}; "
           f"{100 * LEVEL:g} % intervals; TOST at level {1 - LEVEL:g})\n")
     print(format_ledger(ledger))

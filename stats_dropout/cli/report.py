@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 __all__ = ["run"]
 
 
@@ -40,10 +38,9 @@ def run(args):
     from stats_dropout.reporting.report import write_report
 
     keep_probs = _report_args_iv(args)
-    progress = sys.stderr.isatty()
     files = write_report(args.out, seed=args.seed, draws=args.draws, keep_probs=keep_probs,
                          schemes=args.schemes, executor=args.executor, scheduler=args.scheduler,
-                         progress=progress)
+                         progress=args.progress)
     print(f"stats-dropout report: wrote {files['index']} and {len(files) - 1} more files "
           f"(seed {args.seed})")
     return 0

@@ -10,7 +10,7 @@ from stats_dropout._internal.files import atomic_write_text, write_csv
 from stats_dropout._internal.validation import positive_int_iv, seed_iv
 from stats_dropout.reporting.html import render_page
 from stats_dropout.reporting.sweep import REPORT_KEEP_PROBS, sweep_summary
-from stats_dropout.reporting.tables import REPORT_EXPERIMENTS, all_experiment_tables, report_experiment_options
+from stats_dropout.reporting.tables import REPORT_EXPERIMENTS, experiment_table, report_experiment_options
 
 
 def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, executor="local",
@@ -32,7 +32,8 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     executor, scheduler : str
         Where sweep cells run (:func:`stats_dropout._internal.executors.map_cells`).
     progress : bool
-        Progress bars on stderr.
+        Progress bars on stderr, one per phase: sweep, experiments, claims, figures (they draw
+        no random numbers and change no result).
     parallel : bool
         Compute the experiment tables in a second process while the sweep runs (the report's
         two-core budget); the results do not depend on it.
@@ -58,21 +59,39 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     cache = os.path.join(out, ".cells")
     os.makedirs(cache, exist_ok=True)
 
+    names = list(REPORT_EXPERIMENTS)
+    bar = _ExperimentsBar(names, cache) if progress else None
     pool = None
     if parallel:
         # spawn, not fork: the parent may hold threads (BLAS, dask), and fork would copy locks.
+        # One worker: the tables are computed one after the other, in this order.
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        future = pool.submit(all_experiment_tables, seed, draws, cache, experiment_options)
+        futures = {name: pool.submit(experiment_table, name, seed, draws, cache, experiment_options)
+                   for name in names}
+        if bar is not None:
+            for name, future in futures.items():
+                future.add_done_callback(bar.callback(name))
     try:
         summary = sweep_summary(schemes, keep_probs, seed=seed,
                                 max_draws=200_000 if draws is None else draws, cache_dir=cache,
                                 executor=executor, scheduler=scheduler, progress=progress)
-        tables = (future.result() if parallel
-                  else all_experiment_tables(seed, draws, cache, experiment_options))
+        if parallel:
+            tables = {name: future.result() for name, future in futures.items()}
+            if bar is not None:  # a callback may still be on its way when result() returns
+                for name in names:
+                    bar.done(name)
+        else:
+            tables = {}
+            for name in names:
+                tables[name] = experiment_table(name, seed, draws, cache, experiment_options)
+                if bar is not None:
+                    bar.done(name)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if bar is not None:
+            bar.close()
 
     from stats_dropout.studies.claims.ledger import claims_ledger
 
@@ -86,7 +105,7 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
         files[name] = os.path.join(out, csv_name)
         write_csv(tables[name], files[name])
 
-    figures = _write_figures(out, summary, tables, figure_formats)
+    figures = _write_figures(out, summary, tables, figure_formats, progress=progress)
     runtime = time.perf_counter() - started
     metadata = _metadata(seed=seed, draws=draws, keep_probs=keep_probs, schemes=schemes,
                          executor=executor, runtime=runtime, summary=summary,
@@ -99,7 +118,50 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     return files
 
 
-def _write_figures(out, summary, tables, formats=("svg", "png")):
+class _ExperimentsBar:
+    """The experiments phase's bar: one step per table, the running table's name as postfix,
+    and how many came from the cache (a table computed here leaves a new ``table-NAME-*.pkl``
+    in ``cache``; one read from it leaves none)."""
+
+    def __init__(self, names, cache):
+        import threading
+
+        from tqdm.auto import tqdm
+
+        self._names, self._cache = list(names), cache
+        self._before = set(os.listdir(cache))
+        self._finished, self._cached, self._closed = set(), 0, False
+        self._lock = threading.Lock()  # callbacks run in the process pool's thread
+        self._bar = tqdm(total=len(self._names), desc="experiments", unit="table")
+        self._bar.set_postfix_str(self._names[0] if self._names else "")
+
+    def callback(self, name):
+        """A ``Future.add_done_callback`` hook: ``done(name)`` if the table was computed."""
+        def hook(future):
+            if not future.cancelled() and future.exception() is None:
+                self.done(name)
+        return hook
+
+    def done(self, name):
+        with self._lock:
+            if self._closed or name in self._finished:
+                return
+            self._finished.add(name)
+            new = {f for f in os.listdir(self._cache) if f not in self._before}
+            if not any(f.startswith(f"table-{name}-") for f in new):
+                self._cached += 1
+            upcoming = next((n for n in self._names if n not in self._finished), "")
+            cached = f"{self._cached} from cache" if self._cached else ""
+            self._bar.set_postfix_str(", ".join(x for x in (upcoming, cached) if x), refresh=False)
+            self._bar.update(1)
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            self._bar.close()
+
+
+def _write_figures(out, summary, tables, formats=("svg", "png"), progress=False):
     from stats_dropout.reporting import figures as fg
 
     directory = os.path.join(out, "figures")
@@ -112,8 +174,13 @@ def _write_figures(out, summary, tables, formats=("svg", "png")):
         "inference_gap": (fg.plot_inference_gap, fg.caption_inference_gap, tables.get("inference_gap")),
         "mc_averaging": (fg.plot_mc_averaging, fg.caption_mc_averaging, tables.get("mc_averaging")),
     }
+    items = makers.items()
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, desc="figures", unit="figure")
     result = {}
-    for name, (plot, caption, data) in makers.items():
+    for name, (plot, caption, data) in items:
         if data is None or len(data) == 0 or (name == "variance" and not fg.variance_schemes(data)):
             continue
         stem = os.path.join(directory, name)

@@ -353,8 +353,30 @@ def sweep_summary(schemes=None, keep_probs=REPORT_KEEP_PROBS, *, seed=0, margin=
     if progress and cache_dir is not None:
         cached = sum(os.path.exists(os.path.join(cache_dir, _cell_key(c) + ".json")) for c in cells)
         if cached:  # a cached rerun must not look like a fresh run
-            print(f"stats-dropout: {cached} of {len(cells)} sweep cells from cache ({cache_dir}; "
-                  "keyed by options, package version and source hash)", file=sys.stderr)
-    rows = map_cells(summary_cell, cells, executor=executor, scheduler=scheduler, progress=progress)
+            from tqdm.auto import tqdm
+
+            # tqdm.write: the report's experiments bar may already be on the terminal
+            tqdm.write(f"stats-dropout: {cached} of {len(cells)} sweep cells from cache ({cache_dir}; "
+                       "keyed by options, package version and source hash)", file=sys.stderr)
+    if progress and executor == "local":
+        # Our own bar, named for the phase (map_cells' says "cells"); Dask keeps map_cells'.
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(cells), desc="sweep (scheme × keep_prob)", unit="cell") as bar:
+            rows = map_cells(_Ticking(summary_cell, bar), cells)
+    else:
+        rows = map_cells(summary_cell, cells, executor=executor, scheduler=scheduler, progress=progress)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return frame
+
+
+class _Ticking:
+    """``fn`` that advances a progress bar after each cell (local executor only)."""
+
+    def __init__(self, fn, bar):
+        self._fn, self._bar = fn, bar
+
+    def __call__(self, cell):
+        result = self._fn(cell)
+        self._bar.update(1)
+        return result

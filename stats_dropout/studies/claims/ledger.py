@@ -153,7 +153,7 @@ def claims_ledger(*, seed=0, max_draws=None, keep_prob=0.8, claim_ids=None, tabl
         Experiment tables computed by the caller (the report computes them once for its own
         tables and figures); C07, C10, C14–C16 read them from here.
     progress : bool
-        A tqdm bar over claims.
+        A tqdm bar over claims on stderr (and one over C16's training runs).
 
     Returns
     -------
@@ -162,15 +162,42 @@ def claims_ledger(*, seed=0, max_draws=None, keep_prob=0.8, claim_ids=None, tabl
         ci_high, explanation, measurement, seed, draws, keep_prob, confidence_level``.
     """
     ids = list(CLAIMS) if claim_ids is None else list(claim_ids)
+    tables = {} if tables is None else tables  # shared by C10, C14 and C15
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        ids = tqdm(ids, desc="claims", unit="claim")
-    tables = {} if tables is None else tables  # shared by C10, C14 and C15
-    rows = [evaluate_claim(cid, seed=seed, max_draws=max_draws, keep_prob=keep_prob,
-                           tables=tables).to_record()
-            for cid in ids]
+        bar = tqdm(total=len(ids), desc="claims", unit="claim")
+    rows = []
+    try:
+        for cid in ids:
+            if bar is not None:
+                bar.set_postfix_str(cid)
+                _train_with_progress(cid, seed, tables)
+            rows.append(evaluate_claim(cid, seed=seed, max_draws=max_draws, keep_prob=keep_prob,
+                                       tables=tables).to_record())
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+
+
+#: Claims whose measurement trains networks for seconds, and the experiment table each reads
+#: (``experiment_table_for(settings, name)`` in :mod:`.training`): with ``progress`` the table is
+#: computed just before the claim, by the same call, with its own bar.
+_TRAINING_TABLES = {"C16": "mc_averaging"}
+
+
+def _train_with_progress(claim_id, seed, tables):
+    name = _TRAINING_TABLES.get(claim_id)
+    if name is None or name in tables:
+        return
+    from stats_dropout.studies import experiments
+
+    # The call experiment_table_for makes, plus progress (which draws no random numbers).
+    tables[name] = getattr(experiments, name)(seed=seed_iv(seed), progress=True)
 
 
 def format_ledger(frame, width=100):
