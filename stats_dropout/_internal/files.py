@@ -28,16 +28,38 @@ def output_dir_iv(path, name="out"):
 
 
 def output_file_iv(path, name="csv"):
-    """``path`` as a file that can be written (its directory exists and is writable), or ``ValueError``."""
+    """``path`` as a file that can be written, or ``ValueError`` naming ``name`` with a one-line reason.
+
+    A regular file (or a new one) is written by :func:`atomic_write_bytes` through a temporary
+    file in its directory: that directory must exist and take a new file, which is tried here
+    (permission bits say nothing for root, nor on a read-only or virtual file system such as
+    ``/proc``). An existing device or pipe (``/dev/stdout``) is written in place: it must be writable.
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"`{name}` must be a file path; got {path!r}, which is a directory")
+    if _is_special(path):
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"`{name}` is not writable; got {path!r}")
+        return path
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"`{name}`: directory {directory!r} does not exist; got {path!r}")
-    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    if os.path.exists(path) and not os.access(path, os.W_OK):
         raise ValueError(f"`{name}` is not writable; got {path!r}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"`{name}` must be a writable path: cannot create a file in {directory!r} "
+                         f"({exc.strerror or exc}); got {path!r}") from None
     return path
+
+
+def _is_special(path):
+    """An existing path that is neither a regular file nor a directory (a device, a pipe)."""
+    return os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)
 
 
 def atomic_write_pickle(path, frame):
@@ -70,6 +92,13 @@ def atomic_write_text(path, text):
 
 
 def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` via a uniquely named temporary file in the same directory and
+    ``os.replace``; an existing device or pipe (``/dev/stdout``) is written in place instead
+    (replacing it would swap the device node for a regular file)."""
+    if _is_special(path):
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))

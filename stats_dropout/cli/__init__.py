@@ -1,7 +1,9 @@
 """The ``stats-dropout`` command line.
 
-Exit codes: 0 success (all checks passed), 1 a check failed, 2 usage error (one line, no
-traceback), 130 interrupted (Ctrl-C; one line, and ``report`` resumes where it stopped).
+Exit codes: 0 success (all checks passed), 1 a check failed (a call that hangs beyond ``--timeout``
+or raises, ``SystemExit`` included, is a failed check), 2 usage error (one line, no traceback;
+also ``sys.exit()`` in the code under test outside any check, e.g. at import), 130 interrupted
+(Ctrl-C; one line, and ``report`` resumes where it stopped).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import sys
 
 from stats_dropout.cli import verify_model
-from stats_dropout.cli.errors import UsageError
+from stats_dropout.cli.errors import UsageError, add_timeout_argument
 
 __all__ = ["main", "UsageError"]
 
@@ -56,6 +58,7 @@ def _parser():
     p.add_argument("--details", action="store_true",
                    help="print every check with its evidence (default: a summary of about ten lines: "
                         "the verdict, the diagnosis and the failed checks)")
+    add_timeout_argument(p)
     p.set_defaults(func=_delegate("verify"))
 
     # `verify-model`: handled by stats_dropout.cli.verify_model.run(args) -> exit code.
@@ -148,6 +151,10 @@ def main(argv=None):
         return args.func(args)
     except UsageError as exc:
         print(f"stats-dropout: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # sys.exit() in the code under test, outside any check: never its exit code
+        print(f"stats-dropout: error: the code under test raised SystemExit({exc.code!r}) (sys.exit) while it was "
+              "imported or prepared, outside any check; stats-dropout does not exit with its code", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the conventional 128 + SIGINT
         resumable = (" (finished cells are kept: run the same command again to resume)"

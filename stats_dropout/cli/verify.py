@@ -15,11 +15,12 @@ the notebook's imports and definitions (:mod:`stats_dropout.cli.notebook`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import sys
 
-from stats_dropout.cli.errors import UsageError
+from stats_dropout.cli.errors import UsageError, hang_line, timeout_arg
 from stats_dropout.cli.learner import print_summary, tuple_return
 from stats_dropout.cli.targets import load_target, restored_sys_path
 
@@ -140,10 +141,10 @@ def _torch_battery(args, module, eval_func):
 
 
 def _keep_prob_arg(values):
-    from stats_dropout._internal.validation import keep_prob_iv
+    from stats_dropout._internal.validation import keep_probs_iv
 
     try:
-        checked = tuple(keep_prob_iv(v, "--keep-prob") for v in values)
+        checked = keep_probs_iv(tuple(values), "--keep-prob", distinct=True)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     return checked[0] if len(checked) == 1 else checked
@@ -165,6 +166,24 @@ def _single_threaded_blas():
         yield
 
 
+def _probe_call(func):
+    """``func`` for the one probe call of :func:`~stats_dropout.cli.learner.tuple_return`: under
+    the run's time limit, and with ``SystemExit`` (``sys.exit()`` in the learner's code) turned into
+    an exception it leaves for the battery to report, never an exit of the command."""
+    from stats_dropout._internal.timeouts import describe_call, guarded_call
+
+    @functools.wraps(func)
+    def probe(*args):
+        try:
+            return guarded_call(describe_call("train", args) + " on a small probe", func, *args)
+        except (KeyboardInterrupt, Exception):
+            raise
+        except BaseException as exc:  # noqa: BLE001 — SystemExit and kin: the battery's to report
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+
+    return probe
+
+
 def _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_prob, seed):
     kwargs = {"keep_prob": keep_prob, "contract": args.contract, "seed": seed, "backward": backward, **extra}
     try:
@@ -179,7 +198,13 @@ def _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_pr
 
 
 def run(args):
-    """Handle ``stats-dropout verify``; return the exit code (0 pass, 1 fail)."""
+    """Handle ``stats-dropout verify``; return the exit code (0 pass, 1 fail).
+
+    Every call to the learner's code (the probe call, then the batteries) runs under one time
+    limit (``--timeout``): after a hang nothing more is called, so the command ends about
+    ``--timeout`` seconds after the hang began, exit code 1, with one line on stderr.
+    """
+    from stats_dropout._internal.timeouts import time_limit
     from stats_dropout._internal.validation import seed_iv
 
     keep_prob = _keep_prob_arg(args.keep_prob)
@@ -187,8 +212,9 @@ def run(args):
         seed = seed_iv(args.seed, "--seed")
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    timeout = timeout_arg(args)
     details = getattr(args, "details", False)
-    with restored_sys_path():
+    with restored_sys_path(), time_limit(timeout) as guard:
         module, func = load_target(args.target)
         convention = _detect(func, args.convention)
         _check_signature(func, convention, args.target)
@@ -199,7 +225,7 @@ def run(args):
         contract = batteries[0][4].get("contract", args.contract)
         note = None
         if convention == "plain":
-            note = tuple_return(func, keep_prob if isinstance(keep_prob, float) else keep_prob[0])
+            note = tuple_return(_probe_call(func), keep_prob if isinstance(keep_prob, float) else keep_prob[0])
         if details:
             print(f"stats-dropout verify {args.target}: convention {convention}"
                   + (" (detected)" if args.convention == "auto" else "")
@@ -219,4 +245,7 @@ def run(args):
                 failed = failed or not result.passed
         if not details:
             print_summary(args, convention, keep_prob, seed, contract, runs, func, note)
-    return 1 if failed or note else 0
+    hung = hang_line("verify", guard, timeout)
+    if hung:
+        print(hung, file=sys.stderr, flush=True)
+    return 1 if failed or note or hung else 0

@@ -6,14 +6,16 @@
 site passed and eval mode is deterministic, 1 a site failed or eval mode is random, 2 usage
 error (raised as :class:`~stats_dropout.cli.errors.UsageError`): a malformed target, a factory
 that raises or returns something else, an unknown ``--sites`` path, a model that raises on its
-example batch, torch not installed.
+example batch, torch not installed. Every call to the model runs under ``--timeout`` (default
+60 s): a call that hangs fails its site (or the eval-mode check) with a message naming it, nothing
+more of the model is called, and the command exits 1 with one line on stderr.
 """
 
 from __future__ import annotations
 
 import sys
 
-from stats_dropout.cli.errors import UsageError
+from stats_dropout.cli.errors import UsageError, add_timeout_argument, hang_line, timeout_arg
 from stats_dropout.cli.targets import restored_sys_path
 
 __all__ = ["run", "add_arguments", "load_factory"]
@@ -30,17 +32,22 @@ def add_arguments(parser):
                         help="false-fail rate of each site's battery; the model's total is at most this "
                              "times the number of sites (default: 1e-6)")
     parser.add_argument("--csv", default=None, help="also write the per-site table to this CSV file")
+    add_timeout_argument(parser)
     return parser
 
 
 def load_factory(target):
-    """``(model, example_batch)`` from calling the factory named by ``target``."""
+    """``(model, example_batch)`` from calling the factory named by ``target`` (under the enclosing
+    time limit, if any)."""
+    from stats_dropout._internal.timeouts import guarded_call
     from stats_dropout.cli.targets import load_target
 
     _, factory = load_target(target)
     try:
-        made = factory()
-    except Exception as exc:  # noqa: BLE001 — the user's factory failing is theirs to fix
+        made = guarded_call(f"{target}()", factory)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 — the user's factory failing (sys.exit too) is theirs to fix
         raise UsageError(f"{target}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(made, tuple) or len(made) != 2:
         raise UsageError(f"{target}() must return (model, example_batch); got {type(made).__name__}"
@@ -53,6 +60,7 @@ def load_factory(target):
 
 def run(args):
     """Handle ``stats-dropout verify-model``; return the exit code (0 pass, 1 fail)."""
+    from stats_dropout._internal.timeouts import CallTimeout, time_limit
     from stats_dropout._internal.validation import probability_iv, seed_iv
 
     try:
@@ -60,6 +68,7 @@ def run(args):
         rate = probability_iv(args.false_fail_rate, "--false-fail-rate")
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    timeout = timeout_arg(args)
     if args.csv:
         from stats_dropout._internal.files import output_file_iv
 
@@ -67,15 +76,20 @@ def run(args):
             output_file_iv(args.csv, "--csv")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    with restored_sys_path():
+    with restored_sys_path(), time_limit(timeout) as guard:
         model, batch = load_factory(args.target)
         from stats_dropout.verification.models import verify_model
 
         try:
             result = verify_model(model, batch, sites=args.sites, seed=seed, false_fail_rate=rate)
+        except CallTimeout as exc:  # a forward outside the batteries hung: a failure, not a usage error
+            print(f"stats-dropout verify-model {args.target}: FAILED: {exc}", file=sys.stderr, flush=True)
+            return 1
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-        except Exception as exc:  # noqa: BLE001 — the model raising on its own example batch
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 — the model raising (sys.exit too) on its own example batch
             raise UsageError(f"the model raised on its example batch: {type(exc).__name__}: {exc}") from None
     print(f"stats-dropout verify-model {args.target}: seed {seed}")
     print(result, flush=True)
@@ -83,4 +97,7 @@ def run(args):
         from stats_dropout._internal.files import write_csv
 
         write_csv(result.to_frame(), args.csv)
-    return 0 if result.passed else 1
+    hung = hang_line("verify-model", guard, timeout)
+    if hung:
+        print(hung, file=sys.stderr, flush=True)
+    return 0 if result.passed and not hung else 1

@@ -10,6 +10,7 @@ sized for the test the decision really runs (t or z, the level split over ``n_te
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 from scipy import optimize, stats
@@ -40,6 +41,26 @@ def rates_iv(false_fail_rate, false_pass_rate):
             probability_iv(false_pass_rate, "false_pass_rate"))
 
 
+def _real_iv(value, name, *checks):
+    """``value`` as a float, or raise naming ``name``: ``checks`` are ``(ok, allowed)`` pairs, the
+    first failing one says what is allowed (``"`effect` must be positive; got 0"``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {value!r}")
+    v = float(value)
+    for ok, allowed in checks:
+        if not ok(v):  # NaN fails every comparison
+            raise ValueError(f"`{name}` must be {allowed}; got {value!r}")
+    return v
+
+
+def _positive_finite_iv(value, name):
+    return _real_iv(value, name, (lambda v: v > 0, "positive"), (lambda v: v < math.inf, "finite"))
+
+
+def _sd_iv(sd):
+    return _real_iv(sd, "sd", (lambda v: 0 <= v < math.inf, "finite and non-negative"))
+
+
 def z_quantile_sum(false_fail_rate, false_pass_rate, n_tests=1):
     """``z_{1−α/(2m)} + z_{1−β}``: two-sided level α split over m tests, power 1 − β."""
     return stats.norm.isf(false_fail_rate / (2 * n_tests)) + stats.norm.isf(false_pass_rate)
@@ -50,11 +71,12 @@ def t_quantile_sum(false_fail_rate, false_pass_rate, df, n_tests=1):
     return stats.t.isf(false_fail_rate / (2 * n_tests), df) + stats.t.isf(false_pass_rate, df)
 
 
-def _draws_iv(n_real, effect, sd):
-    """``⌈n_real⌉`` (at least 2), or a clear error when it is beyond :data:`MAX_SAMPLE_SIZE`."""
+def _draws_iv(n_real, effect, sd, smallest):
+    """``⌈n_real⌉`` (at least 2), or a clear error when it is beyond :data:`MAX_SAMPLE_SIZE`
+    (``smallest``: about the smallest effect within it)."""
     if not n_real <= MAX_SAMPLE_SIZE:
-        raise ValueError(f"a mean error `effect` = {effect!r} at `sd` = {sd!r} needs more than "
-                         f"{MAX_SAMPLE_SIZE:.0e} draws; ask for a larger effect")
+        raise ValueError(f"a mean error `effect` = {effect!r} at `sd` = {sd!r} needs more than {MAX_SAMPLE_SIZE:.0e} "
+                         f"draws: `effect` must be at least about {smallest:.3g} at this `sd`")
     return max(math.ceil(n_real), 2)
 
 
@@ -70,12 +92,12 @@ def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rat
     normal formula ignores the step and gave a measured power of 0.974–0.979 at a design 0.999.
     """
     alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
-    if not effect > 0:
-        raise ValueError(f"`effect` must be positive; got {effect!r}")
-    if not 0 <= sd < math.inf:
-        raise ValueError(f"`sd` must be finite and non-negative; got {sd!r}")
-    root = z_quantile_sum(alpha, beta, n_tests) * sd / effect
-    n = _draws_iv(root * root if root < MAX_SAMPLE_SIZE else math.inf, effect, sd)
+    effect, sd = _positive_finite_iv(effect, "effect"), _sd_iv(sd)
+    n_tests = positive_int_iv(n_tests, "n_tests")
+    z_sum = z_quantile_sum(alpha, beta, n_tests)
+    smallest = z_sum * sd / math.sqrt(MAX_SAMPLE_SIZE)
+    root = z_sum * sd / effect
+    n = _draws_iv(root * root if root < MAX_SAMPLE_SIZE else math.inf, effect, sd, smallest)
     if null_sd_known:
         return _draws_for_z_with_max_sd(n, effect / sd if sd > 0 else math.inf, alpha, beta, n_tests)
     # The decision is a t test: at small n its quantiles are far above the normal ones at
@@ -83,7 +105,7 @@ def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rat
     for _ in range(50):
         t_sum = t_quantile_sum(alpha, beta, n - 1, n_tests)
         root = t_sum * sd / effect
-        new = _draws_iv(root * root if root < MAX_SAMPLE_SIZE else math.inf, effect, sd)
+        new = _draws_iv(root * root if root < MAX_SAMPLE_SIZE else math.inf, effect, sd, smallest)
         if new <= n:
             break
         n = new
@@ -139,6 +161,8 @@ def min_mean_error_detectable_by_t(n, sd, *, false_fail_rate=1e-6, false_pass_ra
     """
     alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
     n = positive_int_iv(n, "n")
+    sd = _sd_iv(sd)
+    n_tests = positive_int_iv(n_tests, "n_tests")
     if n < 2:
         return math.inf
     return float(t_quantile_sum(alpha, beta, n - 1, n_tests) * sd / math.sqrt(n))
@@ -164,6 +188,7 @@ def min_keep_rate_error_detectable_by_binomial(trials, keep_prob, *, false_fail_
     alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
     n = positive_int_iv(trials, "trials")
     p = probability_iv(keep_prob, "keep_prob", high_open=False)
+    n_tests = positive_int_iv(n_tests, "n_tests")
     if p == 1.0:
         return 0.0  # a single dropped unit refutes keep_prob = 1
     z_a = stats.norm.isf(alpha / (2 * n_tests))
@@ -179,11 +204,15 @@ def min_trials_for_keep_rate_error(keep_prob, effect, *, false_fail_rate=1e-6, f
     """Trials needed for the binomial test to detect a keep-rate error ``effect``.
 
     ``n = ⌈((z_{1−α/(2m)} √(p(1−p)) + z_{1−β} √(p₁(1−p₁))) / δ)²⌉``, worse of ``p₁ = p ± δ``.
+    ``effect`` lies in ``(0, max(p, 1 − p)]`` (no keep rate is further from ``p``) and must not
+    need more than :data:`MAX_SAMPLE_SIZE` trials.
     """
     alpha, beta = rates_iv(false_fail_rate, false_pass_rate)
     p = probability_iv(keep_prob, "keep_prob")
-    if not effect > 0:
-        raise ValueError(f"`effect` must be positive; got {effect!r}")
+    n_tests = positive_int_iv(n_tests, "n_tests")
+    largest = max(p, 1 - p)
+    effect = _real_iv(effect, "effect", (lambda v: v > 0, "positive"), (
+        lambda v: v <= largest, f"at most {largest:g} at keep_prob={p:g} (no keep rate is further from it)"))
     z_a = stats.norm.isf(alpha / (2 * n_tests))
     z_b = stats.norm.isf(beta)
     need = 0.0
@@ -192,7 +221,9 @@ def min_trials_for_keep_rate_error(keep_prob, effect, *, false_fail_rate=1e-6, f
         root = (z_a * math.sqrt(p * (1 - p)) + z_b * math.sqrt(p1 * (1 - p1))) / effect
         need = max(need, root * root if root < MAX_SAMPLE_SIZE else math.inf)
     if not need <= MAX_SAMPLE_SIZE:
-        raise ValueError(f"`effect` {effect!r} needs more than {MAX_SAMPLE_SIZE:.0e} trials; ask for a larger effect")
+        smallest = (z_a + z_b) * math.sqrt(p * (1 - p)) / math.sqrt(MAX_SAMPLE_SIZE)
+        raise ValueError(f"`effect` {effect!r} needs more than {MAX_SAMPLE_SIZE:.0e} trials: `effect` must be at "
+                         f"least about {smallest:.3g} at keep_prob={p:g}")
     return math.ceil(need)
 
 
@@ -224,6 +255,8 @@ def tost_sample_size(sd, margin, *, alpha, power, min_draws):
     -------
     int
     """
+    alpha, power = probability_iv(alpha, "alpha"), probability_iv(power, "power")
+    margin = _positive_finite_iv(margin, "margin")
     if not sd > 0:
         return min_draws
     z = stats.norm.isf(alpha) + stats.norm.isf((1 - power) / 2)

@@ -2,13 +2,16 @@
 
 :func:`eval_randomness` runs the model twice in eval mode (torch seeded differently before each)
 with the functional recorder of :mod:`~stats_dropout.verification.model_sites` on, and, when the
-outputs differ, twice more recording every module's first input and output.
+outputs differ, twice more recording every module's first input and output. Inside a
+:func:`~stats_dropout._internal.timeouts.time_limit` block (``verify-model --timeout``) each
+forward runs under its limit; one that hangs is reported as a finding, not raised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from stats_dropout._internal.timeouts import CallTimeout, guarded_call
 from stats_dropout.verification.adapters.pytorch import import_torch
 from stats_dropout.verification.model_sites import (
     ROOT,
@@ -80,7 +83,7 @@ def _eval_pass(model, batch, seed, record_modules):
         torch.manual_seed(seed % 2**63)
         with module_stack(model, pre=pre, post=post) as stack:
             with functional_recorder(stack, record):
-                output = call_model(model, batch)
+                output = guarded_call("the eval-mode forward model(batch)", call_model, model, batch)
     return output, active, seen
 
 
@@ -89,8 +92,10 @@ def eval_randomness(model, batch, *, seed=0):
 
     Returns
     -------
-    deterministic : bool
+    deterministic : bool or None
         The two outputs (torch seeded differently before each) are equal, tensor by tensor.
+        None when a forward did not return within the enclosing time limit: then ``found`` is
+        ``[("<root>", "the eval-mode forward ... did not return within ...")]``.
     found : list of (path, how)
         Functional dropout calls made with ``training=True`` (and p > 0) while the model is in
         eval mode (the classic ``F.dropout(x, p)`` bug: torch's default is ``training=True``),
@@ -103,25 +108,32 @@ def eval_randomness(model, batch, *, seed=0):
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
-        out1, active1, _ = _eval_pass(model, batch, seed, False)
-        out2, active2, _ = _eval_pass(model, batch, (seed + 1) % 2**63, False)
-        deterministic = same(torch, out1, out2)
-        found = {}
-        for (caller, name), call in {**active1, **active2}.items():
-            found[caller] = (f"calls F.{name}(p={call.p:g}) with training=True while the model is in eval mode "
-                             "(torch's default for F.dropout is training=True: pass training=self.training)")
-        if not deterministic:
-            _, _, seen1 = _eval_pass(model, batch, seed, True)
-            _, _, seen2 = _eval_pass(model, batch, (seed + 1) % 2**63, True)
-            random = [p for p in seen1 if p in seen2 and same(torch, seen1[p][0], seen2[p][0])
-                      and not same(torch, seen1[p][1], seen2[p][1])]
-            for path in random:
-                prefix = "" if path == ROOT else path + "."
-                inner = [q for q in random if q != path and (path == ROOT or q.startswith(prefix))]
-                if not inner and path not in found:
-                    found[path] = ("its eval-mode output differs between two forwards on the same input "
-                                   "(randomness left on in eval mode)")
+        return _compare_passes(torch, model, batch, seed)
+    except CallTimeout as exc:
+        return None, [(ROOT, str(exc))]
     finally:
         for m, training in modes:
             m.training = training
+
+
+def _compare_passes(torch, model, batch, seed):
+    """The two eval passes compared, and the findings (see :func:`eval_randomness`)."""
+    out1, active1, _ = _eval_pass(model, batch, seed, False)
+    out2, active2, _ = _eval_pass(model, batch, (seed + 1) % 2**63, False)
+    deterministic = same(torch, out1, out2)
+    found = {}
+    for (caller, name), call in {**active1, **active2}.items():
+        found[caller] = (f"calls F.{name}(p={call.p:g}) with training=True while the model is in eval mode "
+                         "(torch's default for F.dropout is training=True: pass training=self.training)")
+    if not deterministic:
+        _, _, seen1 = _eval_pass(model, batch, seed, True)
+        _, _, seen2 = _eval_pass(model, batch, (seed + 1) % 2**63, True)
+        random = [p for p in seen1 if p in seen2 and same(torch, seen1[p][0], seen2[p][0])
+                  and not same(torch, seen1[p][1], seen2[p][1])]
+        for path in random:
+            prefix = "" if path == ROOT else path + "."
+            inner = [q for q in random if q != path and (path == ROOT or q.startswith(prefix))]
+            if not inner and path not in found:
+                found[path] = ("its eval-mode output differs between two forwards on the same input "
+                               "(randomness left on in eval mode)")
     return deterministic, sorted(found.items())

@@ -241,3 +241,30 @@ def test_learner_file_can_import_its_neighbours(capsys, tmp_path, recorded):
     code, _, err = verify(capsys, f"{learner}:dropout", "--keep-prob", 0.8)
     assert code == 0, err
     assert sys.path == before  # the learner's directory is not left on sys.path
+
+
+def test_timeout_option_sets_one_limit_for_every_battery(capsys, monkeypatch):
+    # --timeout (default 60 s; 0 / none: no limit) is one guard for the command: the course
+    # network's two batteries share it, so after a hang the second fails at once.
+    from stats_dropout._internal.timeouts import current_guard
+
+    seen = []
+
+    def fake_verify_dropout(train, eval=None, **kwargs):
+        guard = current_guard()
+        seen.append(None if guard is None else (guard.timeout, id(guard)))
+        return VerificationResult(checks=(), contract="inverted", seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3)
+
+    monkeypatch.setattr(stats_dropout.verification.battery, "verify_dropout", fake_verify_dropout)
+    course = target("course_correct.py", "forward_propagation_with_dropout")
+    assert verify(capsys, course, "--keep-prob", 0.86)[0] == 0
+    assert [s[0] for s in seen] == [60.0, 60.0] and seen[0][1] == seen[1][1]
+    seen.clear()
+    assert verify(capsys, target("plain_dropout.py", "dropout_fixed"), "--keep-prob", 0.8, "--timeout", 2.5)[0] == 0
+    assert seen[0][0] == 2.5
+    seen.clear()
+    for off in ("0", "none"):
+        assert verify(capsys, target("plain_dropout.py", "dropout_fixed"), "--keep-prob", 0.8, "--timeout", off)[0] == 0
+    assert seen == [None, None]
+    code, _, err = verify(capsys, target("plain_dropout.py", "dropout_fixed"), "--keep-prob", 0.8, "--timeout", "-2")
+    assert code == 2 and "`--timeout` must be a positive number of seconds, or 0 / none for no limit; got '-2'" in err
