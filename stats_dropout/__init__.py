@@ -11,6 +11,7 @@ access, so ``import stats_dropout`` stays light and never imports torch.
 
 import importlib
 
+import stats_dropout.verification.adapters.attention  # noqa: F401 (makes sd.adapters.attention available)
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import estimate_statistic_moments, estimate_train_moments
 from stats_dropout.inference.results import (
@@ -26,6 +27,7 @@ from stats_dropout.reference.schemes import SCHEMES, DropoutScheme, get_scheme
 from stats_dropout.verification import adapters
 from stats_dropout.verification.battery import iter_checks, verify_dropout
 from stats_dropout.verification.implementation import Implementation
+from stats_dropout.verification.linear import LinearOp, verify_linear
 from stats_dropout.verification.models import ModelVerificationResult, verify_model
 from stats_dropout.verification.parametrize import parametrize_with_checks
 from stats_dropout.verification.scheme_checks import verify_scheme
@@ -48,6 +50,7 @@ __all__ = [
     "Decision",
     "DropoutScheme",
     "Implementation",
+    "LinearOp",
     "ModelVerificationResult",
     "SchemeVerificationResult",
     "TrainMoments",
@@ -62,6 +65,7 @@ __all__ = [
     "stats",
     "theory",
     "verify_dropout",
+    "verify_linear",
     "verify_model",
     "verify_scheme",
     *_LAZY,
