@@ -107,7 +107,7 @@ def _dask_client(scheduler, processes):
         n_workers=LOCAL_CLUSTER_WORKERS,
         threads_per_worker=1,
         processes=processes,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port: never fails on a busy 8787
     )
     with cluster, distributed.Client(cluster) as client:
         yield client

@@ -84,6 +84,19 @@ def positive_int_iv(value, name):
     return int(value)
 
 
+#: Most Monte-Carlo draws any function accepts: 2^40 ≈ 1.1e12 passes is days of computing
+#: for the smallest input; beyond it a request is a typo (``1e30``), not a plan.
+MAX_DRAWS = 2**40
+
+
+def draws_iv(value, name="draws"):
+    """Return ``value`` as an int in [1, :data:`MAX_DRAWS`] or raise naming ``name``."""
+    value = positive_int_iv(value, name)
+    if value > MAX_DRAWS:
+        raise ValueError(f"`{name}` must be an integer in [1, 2**40]; got {value!r}")
+    return value
+
+
 def seed_iv(seed, name="seed"):
     """Return ``seed`` as a non-negative int or raise naming ``name``."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):

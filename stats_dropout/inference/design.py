@@ -101,15 +101,27 @@ def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rat
     if null_sd_known:
         return _draws_for_z_with_max_sd(n, effect / sd if sd > 0 else math.inf, alpha, beta, n_tests)
     # The decision is a t test: at small n its quantiles are far above the normal ones at
-    # extreme levels, so iterate n <- ((t_{α,n-1} + t_{β,n-1}) σ / δ)² to a fixed point.
-    for _ in range(50):
-        t_sum = t_quantile_sum(alpha, beta, n - 1, n_tests)
-        root = t_sum * sd / effect
-        new = _draws_iv(root * root if root < MAX_SAMPLE_SIZE else math.inf, effect, sd, smallest)
-        if new <= n:
-            break
-        n = new
-    return n
+    # extreme levels. The smallest n with n ≥ need(n) = ((t_{α,n−1} + t_{β,n−1}) σ / δ)²
+    # (need falls as n grows): the normal n is a lower bound; double to an upper bound, then
+    # bisect. (A fixed-point iteration from n = 2 jumps to need(2), far beyond the answer.)
+
+    def enough(k):
+        t_sum = t_quantile_sum(alpha, beta, k - 1, n_tests)
+        return k >= (t_sum * sd / effect) ** 2
+
+    lo, hi = n - 1, n
+    while not enough(hi):
+        lo, hi = hi, hi * 2
+        if hi > MAX_SAMPLE_SIZE:
+            raise ValueError(f"a mean error `effect` = {effect!r} at `sd` = {sd!r} needs more than "
+                             f"{MAX_SAMPLE_SIZE:.0e} draws; ask for a larger effect")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if enough(mid):
+            hi = mid
+        else:
+            lo = mid
+    return max(hi, 2)
 
 
 def power_of_z_with_max_sd(n, standardized_effect, false_fail_rate, n_tests=1):

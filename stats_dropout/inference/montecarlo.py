@@ -34,6 +34,7 @@ import numpy as np
 from stats_dropout._internal.rng import block_rng, seeded_global_rngs
 from stats_dropout._internal.validation import (
     choice_iv,
+    draws_iv,
     float_array_iv,
     keep_prob_iv,
     positive_int_iv,
@@ -224,7 +225,7 @@ def _estimate_iv(train, x, draws, seed, workers):
     if not callable(train):
         raise TypeError(f"`train` must be callable (x -> y); got {train!r}")
     x = float_array_iv(x)
-    draws = positive_int_iv(draws, "draws")
+    draws = draws_iv(draws, "draws")
     seed = seed_iv(seed)
     workers = positive_int_iv(workers, "workers")
     return x, draws, seed, workers
@@ -320,7 +321,7 @@ def _masked_matmul_iv(activations, weights, keep_prob, draws, seed, method):
             f"`activations` has {activations.shape[1]} columns but `weights` has {weights.shape[0]} rows"
         )
     keep_prob = keep_prob_iv(keep_prob)
-    draws = positive_int_iv(draws, "draws")
+    draws = draws_iv(draws, "draws")
     seed = seed_iv(seed)
     method = choice_iv(method, "method", ("masks", "binomial"))
     return activations, weights, keep_prob, draws, seed, method

@@ -23,6 +23,7 @@ __all__ = [
     "ExactComparison",
     "EquivalenceResult",
     "CheckResult",
+    "BatteryCost",
     "VerificationResult",
     "SchemeVerificationResult",
 ]
@@ -282,6 +283,36 @@ class CheckResult:
         }
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatteryCost:
+    """Where a battery's time went: inside the implementation's calls, or around them.
+
+    Attributes
+    ----------
+    calls : dict
+        Calls made to the implementation, per role (``{"train": 412, "eval": 3}``).
+    call_seconds : float
+        Wall seconds inside those calls.
+    seconds : float
+        Wall seconds of the whole battery.
+    """
+
+    calls: dict
+    call_seconds: float
+    seconds: float
+
+    @property
+    def overhead_seconds(self):
+        """Seconds of the battery's own work (screening, accumulating, deciding, diagnosing)."""
+        return max(self.seconds - self.call_seconds, 0.0)
+
+    def __str__(self):
+        n = sum(self.calls.values())
+        roles = ", ".join(f"{k} {v}" for k, v in self.calls.items())
+        return (f"{n} calls to the implementation ({roles}), {self.call_seconds:.3g} s inside them and "
+                f"{self.overhead_seconds:.3g} s around them ({self.seconds:.3g} s in all)")
+
+
 @dataclasses.dataclass(frozen=True)
 class VerificationResult:
     """The outcome of a battery (:func:`stats_dropout.verify_dropout`).
@@ -304,6 +335,8 @@ class VerificationResult:
     per_check_false_fail_rate : float
         The share of :attr:`false_fail_rate` each statistical check was run at (the total split
         over the statistical checks that ran).
+    cost : BatteryCost or None
+        Calls made to the implementation and the time inside them, against the battery's total.
     """
 
     checks: tuple
@@ -316,6 +349,7 @@ class VerificationResult:
     convention: str = ""
     not_applicable: tuple = ()
     per_check_false_fail_rate: float | None = None
+    cost: BatteryCost | None = None
 
     @property
     def passed(self):
@@ -390,6 +424,8 @@ class VerificationResult:
         lines += ["", table]
         if self.not_applicable:
             lines += ["", "Not applicable: " + "; ".join(self.not_applicable)]
+        if self.cost is not None:
+            lines += ["", f"Cost: {self.cost}"]
         return "\n".join(lines)
 
 

@@ -91,7 +91,10 @@ def holm_adjust(pvalues):
 
     ``adj_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))`` over the ascending order.
     """
-    p = np.asarray(pvalues, dtype=float).ravel()
+    try:
+        p = np.asarray(pvalues, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise TypeError(f"`pvalues` must be numbers in [0, 1]; got {pvalues!r}") from None
     m = p.size
     if m == 0:
         return p
@@ -263,7 +266,16 @@ def decide_keep_rate(kept, trials, keep_prob, *, false_fail_rate=1e-6, false_pas
     if keep_prob == 1.0:
         pvalues = np.where(k == n, 1.0, 0.0)
     else:
-        pvalues = _binomial_two_sided_p(k, n, keep_prob)
+        # Per-unit decisions have 10^5–10^6 groups but few distinct (kept, trials) pairs (one
+        # trial count, draws + 1 possible counts): evaluate the binomial tails once per pair.
+        if m > 64 and np.all(n == n[0]):
+            pvalues = _binomial_two_sided_p(np.arange(n[0] + 1), n[0], keep_prob)[k]
+        elif m > 64:
+            key, inverse = np.unique(n * (int(n.max()) + 1) + k, return_inverse=True)
+            size = int(n.max()) + 1
+            pvalues = _binomial_two_sided_p(key % size, key // size, keep_prob)[inverse.ravel()]
+        else:
+            pvalues = _binomial_two_sided_p(k, n, keep_prob)
     adjusted = holm_adjust(pvalues)
     worst = int(np.argmin(pvalues))
     low, high = _clopper_pearson(k[worst], n[worst], 1 - alpha / m)
@@ -297,13 +309,16 @@ def decide_dispersion(counts, size, keep_prob=None, *, false_fail_rate=1e-6, fal
     counts).
     """
     counts = np.asarray(counts, dtype=float).ravel()
+    if np.any(counts != np.round(counts)):  # NaN fails too
+        raise ValueError("`counts` must be integer counts; got non-integer value(s) "
+                         f"{counts[counts != np.round(counts)][:3].tolist()}")
     if counts.size < 2:
         raise ValueError(f"`counts` must hold at least 2 counts; got {counts.size}")
     if np.ndim(size) == 0:
         size = np.full(counts.size, positive_int_iv(size, "size"), dtype=float)
     else:
         size = np.asarray(size, dtype=float).ravel()
-        if size.shape != counts.shape or np.any(size < 1):
+        if size.shape != counts.shape or not np.all((size >= 1) & (size == np.round(size))):
             raise ValueError("`size` must be a positive integer or one positive size per count")
     bad = ~((counts >= 0) & (counts <= size))  # NaN fails too
     if np.any(bad):
@@ -335,6 +350,16 @@ def decide_dispersion(counts, size, keep_prob=None, *, false_fail_rate=1e-6, fal
 
 
 # --- equivalence ----------------------------------------------------------------------------
+def _real_scalar_iv(value, name):
+    """``value`` as a float, or a TypeError naming ``name`` (arrays and strings are not scalars)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+        raise TypeError(f"`{name}` must be a real number; got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a real number; got {value!r}") from None
+
+
 def decide_equivalence(estimate, std_error, margin, *, df=None, alpha=0.05):
     """Two one-sided tests (TOST) [3]_ that a difference lies within ``±margin``.
 
@@ -354,12 +379,17 @@ def decide_equivalence(estimate, std_error, margin, *, df=None, alpha=0.05):
         Probability of declaring equivalence when ``|θ| ≥ ε``.
     """
     alpha = probability_iv(alpha, "alpha")
+    estimate = _real_scalar_iv(estimate, "estimate")
+    margin = _real_scalar_iv(margin, "margin")
+    std_error = _real_scalar_iv(std_error, "std_error")
     if not np.isfinite(estimate):
         raise ValueError(f"`estimate` must be finite; got {estimate!r}")
-    if not margin > 0:
-        raise ValueError(f"`margin` must be positive; got {margin!r}")
-    if not std_error >= 0:
-        raise ValueError(f"`std_error` must be non-negative; got {std_error!r}")
+    if not 0 < margin < np.inf:
+        raise ValueError(f"`margin` must be positive and finite; got {margin!r}")
+    if not 0 <= std_error < np.inf:
+        raise ValueError(f"`std_error` must be non-negative and finite; got {std_error!r}")
+    if df is not None and not (isinstance(df, (int, np.integer)) and df >= 1):
+        raise ValueError(f"`df` must be a positive integer or None (normal); got {df!r}")
     dist = stats.norm if df is None else stats.t(df)
     if std_error == 0:
         p = 0.0 if abs(estimate) < margin else 1.0

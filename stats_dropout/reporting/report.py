@@ -3,11 +3,14 @@ writes CSV files, figures, ``metadata.json`` and ``index.html``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 
 from stats_dropout._internal.files import atomic_write_text, write_csv
-from stats_dropout._internal.validation import positive_int_iv, seed_iv
+from stats_dropout._internal.validation import draws_iv, seed_iv
 from stats_dropout.reporting.html import render_page
 from stats_dropout.reporting.sweep import REPORT_KEEP_PROBS, sweep_summary
 from stats_dropout.reporting.tables import REPORT_EXPERIMENTS, experiment_table, report_experiment_options
@@ -54,7 +57,7 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
 
     started = time.perf_counter()
     keep_probs = REPORT_KEEP_PROBS if keep_probs is None else tuple(keep_probs)
-    draws = None if draws is None else positive_int_iv(draws, "draws")
+    draws = None if draws is None else draws_iv(draws, "draws")
     seed = seed_iv(seed)
     cache = os.path.join(out, ".cells")
     os.makedirs(cache, exist_ok=True)
@@ -65,10 +68,14 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     if parallel:
         # spawn, not fork: the parent may hold threads (BLAS, dask), and fork would copy locks.
         # One worker: the tables are computed one after the other, in this order.
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        futures = {name: pool.submit(experiment_table, name, seed, draws, cache, experiment_options)
-                   for name in names}
+        # The worker ignores SIGINT: Ctrl-C reaches the whole process group, and the parent alone
+        # answers it (one line, exit 130); the worker is then stopped, not waited for.
+        with _sigint_ignored():  # inherited by the spawned worker from its first instruction
+            pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+            futures = {name: pool.submit(experiment_table, name, seed, draws, cache, experiment_options)
+                       for name in names}
         if bar is not None:
             for name, future in futures.items():
                 future.add_done_callback(bar.callback(name))
@@ -87,6 +94,11 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
                 tables[name] = experiment_table(name, seed, draws, cache, experiment_options)
                 if bar is not None:
                     bar.done(name)
+    except KeyboardInterrupt:
+        if pool is not None:
+            _stop_workers(pool)
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -116,6 +128,39 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     atomic_write_text(files["index"], render_page(summary, ledger, tables, figures, metadata))
     files.update({f"figure:{k}": v["path"] for k, v in figures.items()})
     return files
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this block (main thread only; elsewhere nothing changes).
+
+    A process started here inherits the ignored disposition through exec, so a spawned worker
+    is deaf to Ctrl-C even while it is still importing (the initializer alone runs too late).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_workers(pool):
+    """Stop a process pool now, mid-table: shutdown() alone would wait for the running one.
+
+    ``ProcessPoolExecutor`` has no public terminate before Python 3.14; its worker processes
+    are reached through the private ``_processes`` map, with ``terminate_workers`` preferred
+    where it exists. Finished tables are in the cache already, so a rerun resumes.
+    """
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _ExperimentsBar:

@@ -15,7 +15,7 @@ from scipy import stats as _sps
 
 from stats_dropout._internal.files import atomic_write_text
 from stats_dropout._internal.provenance import source_fingerprint
-from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
+from stats_dropout._internal.validation import draws_iv, keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference.montecarlo import estimate_statistic_moments
 from stats_dropout.inference.stats import (
     decide_equivalence,
@@ -59,7 +59,7 @@ def _sweep_schemes_iv(schemes, keep_probs, relative_error, false_fail_rate, fals
     return (schemes, keep_probs, probability_iv(relative_error, "relative_error"),
             probability_iv(false_fail_rate, "false_fail_rate"),
             probability_iv(false_pass_rate, "false_pass_rate"), seed_iv(seed),
-            None if max_draws is None else positive_int_iv(max_draws, "max_draws"))
+            None if max_draws is None else draws_iv(max_draws, "max_draws"))
 
 
 def sweep_schemes(schemes=None, keep_probs=DEFAULT_KEEP_PROBS, *, relative_error=0.01,
@@ -292,7 +292,7 @@ def _sweep_summary_iv(schemes, keep_probs, seed, margin, alpha, power, level, mi
     return (schemes, keep_probs, seed_iv(seed), float(margin), probability_iv(alpha, "alpha"),
             probability_iv(power, "power"), probability_iv(level, "level"),
             positive_int_iv(min_draws, "min_draws"),
-            None if max_draws is None else positive_int_iv(max_draws, "max_draws"))
+            None if max_draws is None else draws_iv(max_draws, "max_draws"))
 
 
 def sweep_summary(schemes=None, keep_probs=REPORT_KEEP_PROBS, *, seed=0, margin=0.01, alpha=0.05,

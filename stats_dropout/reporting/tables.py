@@ -23,6 +23,14 @@ REPORT_EXPERIMENTS = {
     "variance_shift_table": ("variance_shift.csv", {}),
     "nwgm_table": ("nwgm.csv", {}),
     "softmax_geometric_mean_check": ("softmax_nwgm.csv", {}),
+    # Structured dropout (THEORY.md §7): a slide's worth of cells; the full grids are
+    # studies.structured's defaults (minutes). 20,000 draws decide the biased cells; the
+    # unbiased ones then say "undecided" at the ±0.5 % margin, with their interval.
+    "dropblock_bias_table": ("structured_dropblock.csv", {"feat_sizes": (7, 14), "keep_probs": (0.9,),
+                                                          "block_sizes": (3, 7), "max_draws": 20_000}),
+    "stochastic_depth_bias_table": ("structured_stochastic_depth.csv", {"batch_sizes": (1, 8),
+                                                                        "keep_probs": (0.9,),
+                                                                        "max_draws": 20_000}),
 }
 
 #: Version of the experiment-table cache entries.

@@ -32,7 +32,7 @@ from scipy import integrate
 from scipy import stats as sps
 
 from stats_dropout._internal.rng import stream_rng
-from stats_dropout._internal.validation import keep_probs_iv, positive_int_iv, probability_iv, seed_iv
+from stats_dropout._internal.validation import draws_iv, keep_probs_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import (
     RunningMoments,
@@ -45,6 +45,7 @@ from stats_dropout.reference.networks import MLP, DenseLayer
 from stats_dropout.reference.schemes import get_scheme
 from stats_dropout.studies.geometric_mean import enumerate_masks, nwgm_table, softmax_geometric_mean_check
 from stats_dropout.studies.norms import norm_table, thread_matrix
+from stats_dropout.studies.structured import dropblock_bias_table, stochastic_depth_bias_table
 from stats_dropout.studies.training_experiments import (
     decide_with_dead_band,
     mc_averaging,
@@ -64,6 +65,8 @@ __all__ = [
     "norm_table",
     "enumerate_masks",
     "thread_matrix",
+    "dropblock_bias_table",
+    "stochastic_depth_bias_table",
 ]
 
 DEFAULT_KEEP_PROBS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -84,7 +87,7 @@ def _moments(samples, seed):
 def _inference_gap_iv(keep_probs, seed, draws, n_units, false_fail_rate):
     keep_probs = keep_probs_iv(keep_probs)
     seed = seed_iv(seed)
-    draws = 50_000 if draws is None else positive_int_iv(draws, "draws")
+    draws = 50_000 if draws is None else draws_iv(draws, "draws")
     if draws < 2:
         raise ValueError(f"`draws` must be at least 2; got {draws}")
     n_units = positive_int_iv(n_units, "n_units")
@@ -260,7 +263,7 @@ def gaussian_approximation_table(*, seed=0, draws=None, false_fail_rate=1e-6, fa
         # 1 − false_pass_rate; σ(Y) ∈ (0, 1) so its sd is at most 1/2
         draws = stats.min_draws_for_mean_error(0.003, 0.5, false_fail_rate=alpha,
                                                false_pass_rate=false_pass_rate)
-    draws = positive_int_iv(draws, "draws")
+    draws = draws_iv(draws, "draws")
     rows = []
     for i, (act, s2) in enumerate(itertools.product(("sigmoid", "relu"), (1.0, 4.0))):
         y = stream_rng(seed, "gaussian_approximation", i).normal(1.0, np.sqrt(s2), size=(draws, 1))
@@ -303,7 +306,7 @@ def variance_shift_table(*, keep_probs=(0.5, 0.8, 0.9), seed=0, draws=100_000, i
     """
     keep_probs = keep_probs_iv(keep_probs)
     seed = seed_iv(seed)
-    draws = positive_int_iv(draws, "draws")
+    draws = draws_iv(draws, "draws")
     n_units = positive_int_iv(n_units, "n_units")
     if not input_var > 0:
         raise ValueError(f"`input_var` must be positive; got {input_var!r}")

@@ -25,7 +25,14 @@ from scipy import stats as sps
 
 from stats_dropout._internal.numerics import TWO_ROUTE_RTOL
 from stats_dropout._internal.rng import stream_rng
-from stats_dropout._internal.validation import keep_prob_iv, keep_probs_iv, positive_int_iv, probability_iv, seed_iv
+from stats_dropout._internal.validation import (
+    draws_iv,
+    keep_prob_iv,
+    keep_probs_iv,
+    positive_int_iv,
+    probability_iv,
+    seed_iv,
+)
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import RunningMoments, estimate_statistic_moments
 from stats_dropout.reference import theory
@@ -318,7 +325,7 @@ def regression_dropout(*, keep_probs=(0.5, 0.8), seed=0, draws=20_000, n_seeds=2
     """
     keep_probs = keep_probs_iv(keep_probs)
     seed = seed_iv(seed)
-    draws = positive_int_iv(draws, "draws")
+    draws = draws_iv(draws, "draws")
     n_seeds = positive_int_iv(n_seeds, "n_seeds")
     steps = positive_int_iv(steps, "steps")
     if n_seeds < 2 or draws < 2:

@@ -70,28 +70,37 @@ class PooledRows:
 
     Columns: the projection ratio ``Σ y μ / Σ μ²`` (check_mean), the squared-deviation ratio
     ``Σ (y − μ)² / Σ σ²`` (check_variance, Gaussian noise), the output mean and mean square
-    (check_output_moments). ``μ, σ²`` are the contract's, of the probe at unit scale.
+    (check_output_moments). ``μ, σ²`` are the contract's, of the probe at unit scale. Only the
+    columns a check reads are computed (``columns``); the others are NaN.
     """
 
-    def __init__(self, mu, var):
+    COLUMNS = ("projection", "squared_deviation", "mean", "mean_square")
+
+    def __init__(self, mu, var, columns=COLUMNS):
         self.mu = mu
         self._mu_sq = float(np.sum(mu**2))
         self._var_sum = float(np.sum(var))
+        self._want = tuple(c in columns for c in self.COLUMNS)
         self.rows = []
 
     def update(self, y_unit):
         n = max(y_unit.size, 1)
-        dev2 = float(np.sum((y_unit - self.mu) ** 2))
-        self.rows.append([
-            float(np.sum(y_unit * self.mu) / self._mu_sq) if self._mu_sq > 0 else np.nan,
-            dev2 / self._var_sum if self._var_sum > 0 else dev2,
-            float(np.sum(y_unit) / n),
-            float(np.sum(y_unit**2) / n),
-        ])
+        projection, dev, mean, square = self._want
+        row = [np.nan] * 4
+        if projection:
+            row[0] = float(np.sum(y_unit * self.mu) / self._mu_sq) if self._mu_sq > 0 else np.nan
+        if dev:
+            dev2 = float(np.sum((y_unit - self.mu) ** 2))
+            row[1] = dev2 / self._var_sum if self._var_sum > 0 else dev2
+        if mean:
+            row[2] = float(np.sum(y_unit) / n)
+        if square:
+            row[3] = float(np.sum(y_unit**2) / n)
+        self.rows.append(row)
 
     def statistics(self):
         """``(draws, 4)`` float64 array of the rows."""
-        return np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), -1)
+        return np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), 4)
 
 
 class MaskCounts:
@@ -113,13 +122,13 @@ class MaskCounts:
         self.all_observable = bool(observable.all())
         self.entries_obs = mask_entries(observable, axes)
         self.entry_counts = np.zeros(self.entries_obs.shape, dtype=np.int64)
-        self.entry_trials = np.zeros(self.entries_obs.shape, dtype=np.int64)
+        self.draws = 0
+        self._entries_per_draw = int(np.count_nonzero(self.entries_obs))
         # Observable mask entries per row: a row's kept count is Binomial(that number, p).
         self.row_sizes = (np.count_nonzero(self.entries_obs.reshape(self.entries_obs.shape[0], -1), axis=1)
                           if self.entries_obs.ndim else np.ones(1, dtype=np.int64))
         self.row_counts = []
         self.kept = 0
-        self.trials = 0
         self.sharing_violations = 0
         # Input groups: sign × magnitude (below / above the median |x|), for "independent of
         # the input" — an all-positive probe simply has no negative groups.
@@ -134,9 +143,30 @@ class MaskCounts:
                     labels.append(f"{s_name}, {m_name}")
         self.groups = groups.ravel() + 1  # bincount needs non-negative labels; 0 = unobservable
         self.group_labels = tuple(labels)
-        self.group_kept = np.zeros(len(labels), dtype=np.int64)
-        self.group_trials = np.zeros(len(labels), dtype=np.int64)
         self._group_sizes = np.bincount(self.groups, minlength=len(labels) + 1)[1:]
+
+    # Trials are the same every draw (the observable entries): counted once, not per draw.
+    @property
+    def entry_trials(self):
+        """Observable trials per mask entry: draws × (entry observable)."""
+        return self.entries_obs.astype(np.int64) * self.draws
+
+    @property
+    def trials(self):
+        return self._entries_per_draw * self.draws
+
+    @property
+    def group_trials(self):
+        return self._group_sizes * self.draws
+
+    @property
+    def group_kept(self):
+        """Kept units per input group, from the per-entry counts (unshared masks: one entry per
+        unit); with shared axes a group's units share entries, and the groups are not used."""
+        if self.axes:
+            return np.zeros(len(self.group_labels), dtype=np.int64)
+        return np.bincount(self.groups, weights=self.entry_counts.ravel(),
+                           minlength=len(self.group_labels) + 1)[1:].astype(np.int64)
 
     def update(self, kept, entries):
         if self.axes:
@@ -144,14 +174,10 @@ class MaskCounts:
             expected_pattern = np.broadcast_to(entries, kept.shape) & self.observable
             self.sharing_violations += int(np.count_nonzero(expected_pattern != kept))
         self.entry_counts += entries
-        self.entry_trials += self.entries_obs
+        self.draws += 1
         self.kept += int(np.count_nonzero(entries))
-        self.trials += int(np.count_nonzero(self.entries_obs))
         if entries.ndim:
             self.row_counts.append(np.count_nonzero(entries.reshape(entries.shape[0], -1), axis=1))
-        self.group_kept += np.bincount(self.groups, weights=kept.ravel(),
-                                       minlength=len(self.group_labels) + 1)[1:].astype(np.int64)
-        self.group_trials += self._group_sizes
 
 
 class MaskPairs:
@@ -198,7 +224,19 @@ class KeptScale:
     kept units (at unit scale, float64 sums) averages rounding out.
     """
 
-    def __init__(self, contract, keep_prob, x, x_unit, forms, tolerance, observable):
+    def __init__(self, contract, keep_prob, x, x_unit, forms, tolerance, observable, unit_counts=None):
+        # Bernoulli: a dropped output is 0 within rounding, so the kept units' sums Σ y and
+        # Σ x y are those of every observable unit, accumulated per unit in one pass a draw and
+        # reduced once at the end (kept counts per unit likewise); alpha's dropped value is not
+        # 0, so its sums are masked draw by draw.
+        self.per_unit = contract.noise != "alpha"
+        self._observable = observable
+        self._y_sum = np.zeros(x.shape) if self.per_unit else None
+        # Kept counts per unit: an unshared mask's entry counts are exactly that (MaskCounts);
+        # otherwise counted here.
+        self._unit_counts = unit_counts
+        self._kept_count = (np.zeros(x.shape, dtype=np.int64) if self.per_unit and unit_counts is None
+                            else None)
         self.contract = contract
         self.p = keep_prob
         self.x = x
@@ -227,11 +265,16 @@ class KeptScale:
             hit = np.abs(y.flat[idx] - self.form_values[i].flat[idx]) <= tol.flat[idx]
             self.form_matches[i] += int(np.count_nonzero(hit))
             bad.flat[idx[hit]] = False
-        kf = kept.reshape(-1).astype(np.float64)
-        yk = y_unit.reshape(-1) * kf
-        # einsum, not BLAS dot: no thread pool to wake per draw (it dominated the pass under load)
-        self.fit_sums += (kf.sum(), np.einsum("i,i->", self._xflat, kf), np.einsum("i,i->", self._x2flat, kf),
-                          yk.sum(), np.einsum("i,i->", self._xflat, yk))
+        if self.per_unit:
+            self._y_sum += y_unit
+            if self._kept_count is not None:
+                self._kept_count += kept
+        else:
+            kf = kept.reshape(-1).astype(np.float64)
+            yk = y_unit.reshape(-1) * kf
+            # einsum, not BLAS dot: no thread pool to wake per draw (it dominated under load)
+            self.fit_sums += (kf.sum(), np.einsum("i,i->", self._xflat, kf),
+                              np.einsum("i,i->", self._x2flat, kf), yk.sum(), np.einsum("i,i->", self._xflat, yk))
         n_kept = int(np.count_nonzero(kept))
         n_bad = int(np.count_nonzero(bad))
         self.checked += n_kept
@@ -249,6 +292,11 @@ class KeptScale:
         (1/keep_prob in bfloat16) shows as its true value, to about ``eps/sqrt(n)``. The offset
         is at unit scale.
         """
+        if self.per_unit:
+            counts = self._kept_count if self._unit_counts is None else self._unit_counts.entry_counts
+            c = counts.reshape(-1).astype(np.float64)
+            ys = np.where(self._observable, self._y_sum, 0.0).reshape(-1)
+            self.fit_sums = np.array([c.sum(), self._xflat @ c, self._x2flat @ c, ys.sum(), self._xflat @ ys])
         n, sx, sxx, sy, sxy = self.fit_sums
         if n == 0 or sxx == 0:
             return None

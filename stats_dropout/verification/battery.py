@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
+import time
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from stats_dropout._internal.numerics import unit_exponent
 from stats_dropout._internal.rng import seeded_global_rngs
 from stats_dropout._internal.timeouts import CallGuard, current_guard, timeout_iv
 from stats_dropout._internal.validation import float_array_iv, keep_probs_iv, probability_iv, seed_iv
-from stats_dropout.inference.results import VerificationResult
+from stats_dropout.inference.results import BatteryCost, VerificationResult
 from stats_dropout.inference.stats import (
     min_draws_for_mean_error,
     min_trials_for_keep_rate_error,
@@ -25,6 +26,7 @@ from stats_dropout.inference.stats import (
 from stats_dropout.inference.units import min_trials_for_silent_group
 from stats_dropout.reference.contracts import ContractModel
 from stats_dropout.reference.probes import probe_shape, scheme_probe
+from stats_dropout.verification.accounting import CallLedger
 from stats_dropout.verification.adapters.dispatch import implementation as adapters_implementation
 from stats_dropout.verification.adapters.dispatch import is_layer
 from stats_dropout.verification.checks.common import NOTHING_OBSERVABLE, check_id, diagnosis_of, failed
@@ -345,7 +347,10 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
         impl, (alpha, beta, seed) = _verify_dropout_iv(train, eval, keep_prob, contract, shared_axes,
                                                        example_input, backward, false_fail_rate,
                                                        false_pass_rate, seed, validates_keep_prob)
-    run = BatteryRun(impl.guarded(_guard_for(timeout)), seed=seed, false_fail_rate=alpha, false_pass_rate=beta)
+    started = time.perf_counter()
+    ledger = CallLedger()
+    run = BatteryRun(impl.guarded(_guard_for(timeout)).counted(ledger), seed=seed, false_fail_rate=alpha,
+                     false_pass_rate=beta)
     results = []
     # Checks outside the evidence pass (eval, keep_prob = 1, backward) call user code too:
     # seed the global RNGs for them as well, and give the caller's RNG state back afterwards.
@@ -371,7 +376,9 @@ def verify_dropout(train, eval=None, *, keep_prob=None, contract="inverted", sha
                     "in law to correct code; test an asymmetric keep_prob such as 0.8 as well.")
     return VerificationResult(tuple(results), impl.contract, seed, alpha, beta, tuple(warn), tuple(diagnosis),
                               convention=impl.convention.description, not_applicable=_not_applicable(run),
-                              per_check_false_fail_rate=run.alpha)
+                              per_check_false_fail_rate=run.alpha,
+                              cost=BatteryCost(calls=dict(ledger.calls), call_seconds=ledger.total_seconds,
+                                               seconds=time.perf_counter() - started))
 
 
 def _not_applicable(run):

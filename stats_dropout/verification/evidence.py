@@ -159,17 +159,23 @@ class Collector:
         self.observable = contract.observable(self.x64, keep_prob, self.rounding_dtype, self.forms)
         if contract.has_masks:
             self.dropped = contract.dropped_value(self.x64, keep_prob)
+            self.zero_dropped = not np.any(self.dropped)  # Bernoulli: |y − 0| needs no subtraction
             self.kept_tol = contract.dropped_tolerance(self.x64, keep_prob, self.rounding_dtype)
 
     def _accumulators(self, draws):
         c, p, x = self.c, self.p, self.x64
+        # The pooled columns the checks read: check_mean's projection always, the variance
+        # ratio under Gaussian noise (check_variance), the output moments under alpha dropout.
+        columns = ("projection",) + (("squared_deviation",) if c.noise == "gaussian" else ()) + (
+            ("mean", "mean_square") if c.name == "moments" else ())
         ev = Evidence(keep_prob=p, x=self.x, draws_requested=draws,
-                      rows=PooledRows(c.mean(self.x_unit, p), c.var(self.x_unit, p)))
+                      rows=PooledRows(c.mean(self.x_unit, p), c.var(self.x_unit, p), columns))
         if c.has_masks:
             ev.masks = MaskCounts(x, self.observable, self.axes)
             ev.pairs = MaskPairs(ev.masks.entries_obs)
             tol = c.kept_tolerance(x, p, self.rounding_dtype, self.forms) + np.finfo(np.float64).tiny
-            ev.kept_scale = KeptScale(c, p, x, self.x_unit, self.forms, tol, self.observable)
+            ev.kept_scale = KeptScale(c, p, x, self.x_unit, self.forms, tol, self.observable,
+                                      unit_counts=None if self.axes else ev.masks)
         elif c.noise == "gaussian":
             ev.noise = NoiseSample(x)
         return ev
@@ -195,7 +201,7 @@ class Collector:
                 y.dtype, np.complexfloating):
             ev.shape_error = f"train returned a non-real array of dtype {y.dtype}"
             return None
-        y64 = y.astype(np.float64)
+        y64 = np.asarray(y, dtype=np.float64)  # no copy of a float64 output: it is only read
         finite = np.isfinite(y64)
         if not finite.all():
             ev.nonfinite = int(y64.size - np.count_nonzero(finite))
@@ -205,7 +211,9 @@ class Collector:
     def collect(self, draws, seed):
         """Call the implementation ``draws`` times (under ``seed``) and return the :class:`Evidence`."""
         ev = self._accumulators(draws)
-        moments = BlockMoments(self.x.size)
+        # Per-element moments are read only without a keep/drop mask (check_mean_per_unit's z
+        # test); with one, a unit's mean is its keep count (MaskCounts).
+        moments = None if self.c.has_masks else BlockMoments(self.x.size)
         with seeded_global_rngs(seed, self.reseed):
             for _ in range(draws):
                 xin = self.x.copy()
@@ -220,11 +228,12 @@ class Collector:
                 ev.draws += 1
                 y_unit = np.ldexp(y64, -self.k) if self.k else y64
                 ev.rows.update(y_unit)
-                moments.update(y_unit)
+                if moments is not None:
+                    moments.update(y_unit)
                 if ev.only_zero_one and not np.all((y64 == 0) | (y64 == 1)):
                     ev.only_zero_one = False
                 if ev.masks is not None:
-                    kept = np.abs(y64 - self.dropped) > self.kept_tol
+                    kept = np.abs(y64 if self.zero_dropped else y64 - self.dropped) > self.kept_tol
                     if not ev.masks.all_observable:
                         kept &= self.observable
                     entries = mask_entries(kept, self.axes)
@@ -233,5 +242,5 @@ class Collector:
                     ev.kept_scale.update(y64, y_unit, kept)
                 elif ev.noise is not None:
                     ev.noise.update(y64)
-        ev.moments = moments.result()
+        ev.moments = None if moments is None else moments.result()
         return ev

@@ -215,6 +215,14 @@ class Implementation:
             backward=guard.wrap(self.backward, "backward"), name=self.label,
             takes_keep_prob=self.convention.takes_keep_prob)
 
+    def counted(self, ledger):
+        """A copy whose ``train``, ``eval`` and ``backward`` are counted and timed by ``ledger``
+        (a :class:`~stats_dropout.verification.accounting.CallLedger`), read exactly as ``self``."""
+        return dataclasses.replace(
+            self, train=ledger.wrap(self.train, "train"), eval=ledger.wrap(self.eval, "eval"),
+            backward=ledger.wrap(self.backward, "backward"), name=self.label,
+            takes_keep_prob=self.convention.takes_keep_prob)
+
     def bound_eval(self, keep_prob):
         if self.eval is None:
             return None

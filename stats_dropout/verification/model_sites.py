@@ -18,6 +18,7 @@ import inspect
 import numbers
 from collections.abc import Mapping
 
+from stats_dropout._internal.timeouts import guarded_call
 from stats_dropout.verification.adapters.pytorch import import_torch, keep_prob_from_rate, torch_kind
 
 __all__ = ["DropoutSite", "find_sites", "classify", "capture", "call_model", "module_stack", "functional_recorder",
@@ -325,7 +326,7 @@ def capture(model, batch, sites, *, seed=0, functional=True):
             model.train()
             with module_stack(model, pre=pre) as stack:
                 with functional_recorder(stack, record) if functional else contextlib.nullcontext():
-                    output = call_model(model, batch)
+                    output = guarded_call("the train-mode forward model(batch)", call_model, model, batch)
     finally:
         for m, training in modes:
             m.training = training

@@ -11,12 +11,14 @@ random in eval mode is named.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import zlib
 
 import numpy as np
 
+from stats_dropout._internal.timeouts import time_limit, timeout_iv
 from stats_dropout._internal.validation import probability_iv, seed_iv
 from stats_dropout.inference.results import VerificationResult
 from stats_dropout.verification.adapters.dispatch import implementation as layer_implementation
@@ -239,7 +241,7 @@ def _verify_model_iv(model, sites, seed, false_fail_rate, false_pass_rate, dtype
 
 
 def verify_model(model, example_batch, *, sites=None, seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3,
-                 dtype=None, functional=True, check_eval=True):
+                 dtype=None, functional=True, check_eval=True, timeout=None):
     """Verify every dropout site of a torch model on the activations it really sees.
 
     Parameters
@@ -283,6 +285,12 @@ def verify_model(model, example_batch, *, sites=None, seed=0, false_fail_rate=1e
     check_eval : bool, default True
         Run two eval-mode forwards and require equal outputs; name the modules still random
         (:func:`~stats_dropout.verification.model_eval.eval_randomness`).
+    timeout : float, optional
+        Seconds each call into the model may take (the train-mode capture forward, the eval
+        forwards, every site's battery calls), as in :func:`verify_dropout`; one limit for the
+        whole model, so after a hang every later call fails at once. A capture forward that
+        hangs raises :class:`~stats_dropout._internal.timeouts.CallTimeout` (nothing can be
+        verified without it); a site whose calls hang fails its checks.
 
     Returns
     -------
@@ -301,6 +309,13 @@ def verify_model(model, example_batch, *, sites=None, seed=0, false_fail_rate=1e
     """
     torch, seed, alpha, beta, dtype = _verify_model_iv(model, sites, seed, false_fail_rate, false_pass_rate,
                                                        dtype)
+    timeout = timeout_iv(timeout)
+    # No limit of its own: an enclosing time_limit block (the command line's --timeout) applies.
+    with time_limit(timeout) if timeout is not None else contextlib.nullcontext():
+        return _verify_model(torch, model, example_batch, sites, seed, alpha, beta, dtype, functional, check_eval)
+
+
+def _verify_model(torch, model, example_batch, sites, seed, alpha, beta, dtype, functional, check_eval):
     started = time.perf_counter()
     found = find_sites(model, sites)
     cap = capture(model, example_batch, found, seed=seed, functional=functional and sites is None)

@@ -14,7 +14,7 @@ import numpy as np
 
 from stats_dropout._internal.numerics import MOMENT_ULPS, ulp_tol
 from stats_dropout._internal.rng import stream_rng
-from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, probability_iv, seed_iv
+from stats_dropout._internal.validation import draws_iv, keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference.montecarlo import estimate_statistic_moments
 from stats_dropout.inference.results import SchemeVerificationResult
 from stats_dropout.inference.stats import (
@@ -93,7 +93,7 @@ def _verify_scheme_iv(scheme, keep_prob, relative_error, false_fail_rate, false_
         probability_iv(false_pass_rate, "false_pass_rate"),
         seed_iv(seed),
         None if n_decisions is None else positive_int_iv(n_decisions, "n_decisions"),
-        None if max_draws is None else positive_int_iv(max_draws, "max_draws"),
+        None if max_draws is None else draws_iv(max_draws, "max_draws"),
     )
 
 

@@ -22,6 +22,7 @@ import stats_dropout as sd
 from stats_dropout._internal import files
 from stats_dropout.cli import main
 from stats_dropout.inference import design
+from stats_dropout.inference import stats as stats_mod
 from stats_dropout.inference.intervals import t_interval
 
 CLI = [sys.executable, "-c", "import sys; from stats_dropout.cli import main; sys.exit(main())"]
@@ -328,3 +329,46 @@ def test_cli_repeated_keep_prob_names_the_option(tmp_path, capsys):
     status, _, err = cli(capsys, "verify", f"{path}:correct", "--keep-prob", 0.5, 0.5)
     assert status == 2
     assert err.strip().splitlines() == ["stats-dropout: error: `--keep-prob` holds 0.5 more than once; got (0.5, 0.5)"]
+
+
+@pytest.mark.parametrize(("call", "error", "match"), [
+    (lambda: stats_mod.decide_equivalence(0, 1, margin=float("inf")), ValueError, "margin"),
+    (lambda: stats_mod.decide_equivalence(0, 1, 1, df=0), ValueError, "df"),
+    (lambda: stats_mod.decide_equivalence("a", 1, 1), TypeError, "estimate"),
+    (lambda: stats_mod.decide_equivalence(np.array([1.0, 2.0]), 1, 1), TypeError, "estimate"),
+    (lambda: stats_mod.decide_dispersion([5, 5], [10, 10.5], 0.5), ValueError, "size"),
+    (lambda: stats_mod.decide_dispersion([1.5, 2], 10, 0.5), ValueError, "counts"),
+    (lambda: stats_mod.holm_adjust(["a"]), TypeError, "pvalues"),
+    (lambda: sd.estimate_train_moments(sd.get_scheme("inverted").bind(0.8), np.ones(4), draws=10**30),
+     ValueError, "draws"),
+])
+def test_decisions_and_engines_name_the_bad_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGINT are POSIX")
+def test_ctrl_c_during_report_is_one_line_and_prompt(tmp_path):
+    """Ctrl-C reaches the whole process group: the spawned experiments worker must stay silent
+    (it ignores SIGINT from its first instruction) and be stopped, not waited for."""
+    out = tmp_path / "report"
+    proc = subprocess.Popen([*CLI, "report", "--out", str(out), "--draws", "100"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / ".cells").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        time.sleep(5)  # the worker is importing or computing by now
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("stats-dropout: interrupted"), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert elapsed < 15

@@ -79,7 +79,7 @@ def test_dask_scheduler_address_and_client():
     distributed = pytest.importorskip("distributed")
     expected = map_cells(_cell_estimate, CELLS[:4])
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as cluster:
         address = cluster.scheduler_address
         by_address = map_cells(_cell_estimate, CELLS[:4], executor="dask", scheduler=address)

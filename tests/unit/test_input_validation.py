@@ -130,9 +130,9 @@ def test_decide_dispersion_and_equivalence():
         sds.decide_dispersion([3], 10, 0.5)
     with pytest.raises(ValueError, match=r"`size` must be a positive integer; got 0"):
         sds.decide_dispersion([3, 4], 0, 0.5)
-    with pytest.raises(ValueError, match=r"`margin` must be positive; got 0"):
+    with pytest.raises(ValueError, match=r"`margin` must be positive and finite; got 0"):
         sds.decide_equivalence(0.0, 1.0, 0)
-    with pytest.raises(ValueError, match=r"`std_error` must be non-negative; got -1"):
+    with pytest.raises(ValueError, match=r"`std_error` must be non-negative and finite; got -1"):
         sds.decide_equivalence(0.0, -1, 0.1)
     with pytest.raises(ValueError, match=r"`alpha` must be in \(0, 1\); got 2"):
         sds.decide_equivalence(0.0, 1.0, 0.1, alpha=2)

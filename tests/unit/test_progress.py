@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from stats_dropout.cli import main
+from stats_dropout.reporting.tables import REPORT_EXPERIMENTS
 
 SCHEMES_ARGS = ["schemes", "--schemes", "inverted", "--keep-probs", "0.5", "--relative-error", "0.2"]
 
@@ -20,6 +21,9 @@ SMALL_EXPERIMENTS = {
     "norm_table": {"keep_probs": (0.5,), "draws": 500},
     "variance_shift_table": {"keep_probs": (0.5,), "draws": 2000},
     "regression_dropout": {"keep_probs": (0.8,), "n_seeds": 4, "steps": 200, "draws": 500},
+    "dropblock_bias_table": {"feat_sizes": (7,), "block_sizes": (3,), "normalizations": ("ratio",),
+                             "max_draws": 1000},
+    "stochastic_depth_bias_table": {"batch_sizes": (1,), "variants": (("batch", "ratio"),), "max_draws": 1000},
 }
 REPORT_ARGS = ["--draws", "500", "--keep-probs", "0.5", "--schemes", "inverted"]
 
@@ -93,13 +97,13 @@ def test_report_bars_every_phase_and_a_cached_rerun_says_so(small_report, tmp_pa
     fresh = capsys.readouterr()
     for phase in ("sweep (scheme × keep_prob)", "experiments", "claims", "figures"):
         assert phase in fresh.err, phase
-    assert "8/8" in fresh.err and "from cache" not in fresh.err
+    assert f"{len(REPORT_EXPERIMENTS)}/{len(REPORT_EXPERIMENTS)}" in fresh.err and "from cache" not in fresh.err
     assert "stats-dropout report: wrote" in fresh.out and "experiments" not in fresh.out
     first = {n: (out / n).read_bytes() for n in os.listdir(out) if n.endswith(".csv")}
 
     assert main(["report", "--out", str(out), "--progress"] + REPORT_ARGS) == 0
     cached = capsys.readouterr().err
-    assert "1 of 1 sweep cells from cache" in cached and "8 from cache" in cached
+    assert "1 of 1 sweep cells from cache" in cached and f"{len(REPORT_EXPERIMENTS)} from cache" in cached
 
     assert main(["report", "--out", str(out)] + REPORT_ARGS) == 0  # stderr not a terminal
     assert capsys.readouterr().err == ""
@@ -127,7 +131,8 @@ def test_report_with_the_process_pool_has_the_same_bars(fast_figures, tmp_path, 
                    experiment_options=SMALL_EXPERIMENTS, figure_formats=("svg",))  # parallel=True
     write_report(str(tmp_path), **options)
     err = capsys.readouterr().err
-    for phase in ("sweep (scheme × keep_prob)", "experiments", "8/8", "claims", "figures"):
+    tables = f"{len(REPORT_EXPERIMENTS)}/{len(REPORT_EXPERIMENTS)}"
+    for phase in ("sweep (scheme × keep_prob)", "experiments", tables, "claims", "figures"):
         assert phase in err, phase
     write_report(str(tmp_path), **options)
-    assert "8 from cache" in capsys.readouterr().err
+    assert f"{len(REPORT_EXPERIMENTS)} from cache" in capsys.readouterr().err

@@ -19,6 +19,9 @@ SMALL_EXPERIMENTS = {
     "norm_table": {"keep_probs": (0.5, 0.8)},
     "variance_shift_table": {"keep_probs": (0.5,)},
     "regression_dropout": {"keep_probs": (0.8,), "n_seeds": 4, "steps": 1000},
+    "dropblock_bias_table": {"feat_sizes": (7,), "block_sizes": (3,), "normalizations": ("ratio",),
+                             "max_draws": 1000},
+    "stochastic_depth_bias_table": {"batch_sizes": (1,), "variants": (("batch", "ratio"),), "max_draws": 1000},
 }
 SMALL = dict(keep_probs=(0.5, 1.0), schemes=("inverted", "alpha", "no_rescale"), draws=2000,
              parallel=False, experiment_options=SMALL_EXPERIMENTS)

@@ -358,3 +358,27 @@ def test_cli_verify_model_timeout_exits_1_with_one_line(tmp_path, capsys):
         "(--timeout 0.5); a hung call cannot be stopped, so nothing more was called and every check from there "
         "on failed"]
     assert "did not return within 0.5 s" in out
+
+
+def test_verify_model_timeout_bounds_a_hanging_forward():
+    torch = pytest.importorskip("torch")
+    import threading
+    import time as _time
+
+    class Hangs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.2)
+
+        def forward(self, x):
+            threading.Event().wait()  # never returns
+            return self.drop(x)
+
+    from stats_dropout._internal.timeouts import CallTimeout
+
+    started = _time.perf_counter()
+    with pytest.raises(CallTimeout, match="train-mode forward"):
+        sd.verify_model(Hangs(), torch.zeros(4, 8), timeout=0.5)
+    assert _time.perf_counter() - started < 10
+    with pytest.raises(ValueError, match="timeout"):
+        sd.verify_model(Hangs(), torch.zeros(4, 8), timeout=-1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stats_dropout._internal.validation import keep_prob_iv, positive_int_iv, seed_iv
+from stats_dropout._internal.validation import draws_iv, keep_prob_iv, seed_iv
 from stats_dropout.studies.claims import masks, single_layer, training
 from stats_dropout.studies.claims.common import LEDGER_COLUMNS, LEVEL, VERDICTS, ClaimResult, ClaimSettings
 
@@ -95,7 +95,7 @@ def _settings_iv(seed, max_draws, keep_prob, tables):
     if tables is not None and not isinstance(tables, dict):
         raise TypeError(f"`tables` must be a dict of experiment name -> DataFrame; got {tables!r}")
     return ClaimSettings(seed=seed_iv(seed),
-                         max_draws=None if max_draws is None else positive_int_iv(max_draws, "max_draws"),
+                         max_draws=None if max_draws is None else draws_iv(max_draws, "max_draws"),
                          keep_prob=keep_prob_iv(keep_prob), tables=tables)
 
 
