@@ -28,6 +28,7 @@ import numpy as np
 
 import stats_dropout as sd
 from stats_dropout.inference.montecarlo import estimate_masked_matmul_moments, estimate_statistic_moments
+from stats_dropout.reference.masks import THREADS_ENV
 from stats_dropout.reference.schemes import bernoulli_mask
 
 KEEP = 0.8
@@ -99,6 +100,21 @@ def bench_masks(table, n, rounds, torch):
     table.speed(f"mask, {n:.0e} elements, p={KEEP}", n, t, "bernoulli_mask", bases)
 
 
+def _on_threads(threads, fn):
+    """``fn`` run with the C kernel's thread count set through its environment variable."""
+    def run():
+        before = os.environ.get(THREADS_ENV)
+        os.environ[THREADS_ENV] = str(threads)
+        try:
+            return fn()
+        finally:
+            if before is None:
+                del os.environ[THREADS_ENV]
+            else:
+                os.environ[THREADS_ENV] = before
+    return run
+
+
 def bench_train(table, n, rounds, torch, dtype):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(n).astype(dtype)
@@ -116,11 +132,17 @@ def bench_train(table, n, rounds, torch, dtype):
         c["torch F.dropout"] = lambda: F.dropout(xt, 1 - KEEP, training=True)
         bases.append("torch F.dropout")
     bases.append("x * 1.0 (memory bound)")
+    # The C kernel's threads (default: os.cpu_count(), capped by the chunks): same bits.
+    threaded = [f"inverted.train ({THREADS_ENV}={k})" for k in (1, 2)]
+    for k, name in zip((1, 2), threaded):
+        c[name] = _on_threads(k, lambda: inverted.train(x, KEEP, rng))
     # What the lead's input validation (a finiteness pass over x) costs inside train().
     c["inverted._sample (no validation)"] = lambda: inverted._sample(x, KEEP, rng, None)
     t = best_times(c, rounds)
     what = f"train pass, {n:.0e} {np.dtype(dtype).name}"
     table.speed(what, n, t, "inverted.train", bases)
+    for name in threaded:
+        table.speed(what, n, t, name, bases)
     table.speed(what, n, t, "inverted._sample (no validation)", bases[:2])
 
 

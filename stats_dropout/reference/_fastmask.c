@@ -1,33 +1,226 @@
-/* One fused pass of unshared Bernoulli dropout: compare, rescale, store.
+/* The whole train pass of unshared Bernoulli dropout in C: random bits, compare, rescale, store.
  *
- * The Python side (stats_dropout/schemes.py) draws the random bytes with numpy's Generator and
- * decides ties itself, so this kernel changes no random stream: it only replaces four numpy
- * passes over a chunk (compare, tie search, divide, mask) by one loop with the same results
- * bit for bit:
- *   top[i] <  hi  -> out[i] = x / divisor   (computed in double, rounded once to out's type)
- *   top[i] >= hi  -> out[i] = copysign(0, x), and i is recorded as a tie when top[i] == hi.
- * x has `cols` elements and is broadcast over `rows` (the draws of one chunk). The same pass
- * reports whether any x is NaN or infinite, so the caller can validate x without a pass of its own.
- * Built as an optional extension: without a compiler the numpy path is used.
+ * Same results, bit for bit and from the same random stream, as the numpy path of
+ * stats_dropout/reference/masks.py (masked_full without the kernel), which it replaces:
+ *
+ *   The (rows, cols) output (x broadcast over rows) is cut into the chunks of masks._chunks,
+ *   a function of (rows, cols, chunk) only. In chunk order, each chunk of `count` units draws
+ *   ceil(count / 8) full-range 64-bit words from the caller's generator (numpy's
+ *   `integers(0, 2**64, dtype=uint64)` returns next_uint64 outputs unchanged) whose bytes, in
+ *   memory order, are the units' top bytes; then one `integers(0, 2**tie_bits, dtype=uint32)` per
+ *   unit whose top byte ties with the threshold's (`hi`), in unit order: for a power-of-two
+ *   range numpy's Lemire sampler never rejects and returns next_uint32 >> (32 - tie_bits).
+ *     top <  hi, or a tie with rest < lo  -> out = x / divisor  (in double, rounded once to out's type)
+ *     otherwise                           -> out = copysign(0, x)
+ *   The same pass reports whether any x is NaN or infinite, so the caller can validate x
+ *   without a pass of its own (and put the generator back: see masks.masked_full).
+ *
+ * The generator is either any numpy bit generator, through the C functions of its
+ * "BitGenerator" capsule (numpy's C API, numpy/random/bitgen.h), or numpy's PCG64 run here from
+ * its public `state` (128-bit LCG, XSL-RR output, next_uint32 buffering the upper half-word):
+ * the same numbers without a call and a store per word, in two interleaved chains
+ * (s[n+2] = M²·s[n] + (M+1)·inc): about 2 ns per word instead of 4 (module constant
+ * PCG64_STATE: whether this build can; it needs 128-bit integers). tests/unit/test_fastmask.py
+ * checks every claim above (`draws` below) against numpy's `integers`.
+ *
+ * Threads (pthreads, GIL released): workers take chunks in increasing order from a shared
+ * counter. A chunk's bits are drawn in turn (chunk k draws only after chunk k - 1 has drawn
+ * all of its bits, ties included), so the generator is consumed exactly as by one thread; the
+ * compare-rescale-store pass, the memory-bound part, runs in parallel. Results and the
+ * generator's final state are therefore the same for any number of threads. The caller holds
+ * the bit generator's lock for the whole call.
+ *
+ * Built as an optional extension (setup.py): without a compiler the numpy path is used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#ifndef _WIN32
+#include <pthread.h>
+#define FM_THREADS 1
+#else
+#define FM_THREADS 0 /* one thread (the caller's): same results */
+#endif
+
+#if defined(__SIZEOF_INT128__)
+#define FM_PCG64 1
+typedef unsigned __int128 u128;
+#else
+#define FM_PCG64 0 /* PCG64 through its capsule: same numbers */
+#endif
+
+/* ---- random bits ---------------------------------------------------------------------------- */
+
+/* numpy's bit generator interface (numpy/random/bitgen.h), held by the PyCapsule "BitGenerator"
+ * of `Generator.bit_generator.capsule`. */
+typedef struct bitgen {
+    void *state;
+    uint64_t (*next_uint64)(void *st);
+    uint32_t (*next_uint32)(void *st);
+    double (*next_double)(void *st);
+    uint64_t (*next_raw)(void *st);
+} bitgen_t;
+
+typedef struct {
+    bitgen_t *bg; /* a numpy bit generator's C functions; NULL: the PCG64 state below */
+#if FM_PCG64
+    u128 state, inc;
+#endif
+    int has32;    /* PCG64's next_uint32 buffer: the upper half of the last word, unused yet */
+    uint32_t u32;
+} gen_t;
+
+#if FM_PCG64
+#define PCG_MULT (((u128)2549297995355413924ull << 64) | 4865540595714422341ull)
+
+static inline uint64_t pcg_output(u128 s) { /* XSL-RR */
+    uint64_t hi = (uint64_t)(s >> 64), v = hi ^ (uint64_t)s;
+    unsigned rot = (unsigned)(hi >> 58);
+    return (v >> rot) | (v << ((64 - rot) & 63));
+}
+#endif
+
+/* n words of next_uint64. */
+static void gen_words(gen_t *g, uint64_t *restrict w, Py_ssize_t n) {
+    if (g->bg != NULL) {
+        void *st = g->bg->state;
+        uint64_t (*next64)(void *) = g->bg->next_uint64;
+        for (Py_ssize_t i = 0; i < n; i++) w[i] = next64(st);
+        return;
+    }
+#if FM_PCG64
+    const u128 m = PCG_MULT, inc = g->inc, m2 = m * m, c2 = inc * (m + 1);
+    u128 s = g->state;
+    Py_ssize_t i = 0;
+    if (n >= 2) { /* two independent chains: even and odd steps */
+        u128 a = s * m + inc, b = a * m + inc;
+        for (; i + 2 <= n; i += 2) {
+            w[i] = pcg_output(a);
+            w[i + 1] = pcg_output(b);
+            s = b;
+            a = a * m2 + c2;
+            b = b * m2 + c2;
+        }
+    }
+    if (i < n) {
+        s = s * m + inc;
+        w[i] = pcg_output(s);
+    }
+    g->state = s;
+#endif
+}
+
+/* Positions u < count of the bytes equal to h (units whose top byte ties with the threshold's),
+ * in increasing order; returns how many. Sixty-four bytes per branch where SSE2 exists (every
+ * x86-64), else eight per "haszero" test: a word has a byte equal to h iff (w ^ h·0x01..01) has
+ * a zero byte. */
+static Py_ssize_t find_ties(const uint8_t *restrict top, Py_ssize_t count, uint8_t h, uint32_t *restrict pos) {
+    Py_ssize_t n = 0, u = 0;
+#if defined(__SSE2__)
+    const __m128i hh = _mm_set1_epi8((char)h);
+    for (; u + 64 <= count; u += 64) { /* one branch per 64 bytes: a tie in 1/256 bytes */
+        const __m128i *p = (const __m128i *)(top + u);
+        __m128i e0 = _mm_cmpeq_epi8(_mm_loadu_si128(p), hh), e1 = _mm_cmpeq_epi8(_mm_loadu_si128(p + 1), hh);
+        __m128i e2 = _mm_cmpeq_epi8(_mm_loadu_si128(p + 2), hh), e3 = _mm_cmpeq_epi8(_mm_loadu_si128(p + 3), hh);
+        if (!_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(e0, e1), _mm_or_si128(e2, e3)))) continue;
+        uint64_t m = (uint64_t)(unsigned)_mm_movemask_epi8(e0) | (uint64_t)(unsigned)_mm_movemask_epi8(e1) << 16 |
+                     (uint64_t)(unsigned)_mm_movemask_epi8(e2) << 32 | (uint64_t)(unsigned)_mm_movemask_epi8(e3) << 48;
+        while (m) {
+            pos[n++] = (uint32_t)(u + __builtin_ctzll(m));
+            m &= m - 1;
+        }
+    }
+#else
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull, pattern = ones * h;
+    for (; u + 8 <= count; u += 8) {
+        uint64_t w, v;
+        memcpy(&w, top + u, 8);
+        v = w ^ pattern;
+        if ((v - ones) & ~v & highs)
+            for (Py_ssize_t k = u; k < u + 8; k++)
+                if (top[k] == h) pos[n++] = (uint32_t)k;
+    }
+#endif
+    for (; u < count; u++)
+        if (top[u] == h) pos[n++] = (uint32_t)u;
+    return n;
+}
+
+static inline uint32_t gen_u32(gen_t *g) {
+    if (g->bg != NULL) return g->bg->next_uint32(g->bg->state);
+#if FM_PCG64
+    if (g->has32) {
+        g->has32 = 0;
+        return g->u32;
+    }
+    g->state = g->state * PCG_MULT + g->inc;
+    uint64_t v = pcg_output(g->state);
+    g->has32 = 1;
+    g->u32 = (uint32_t)(v >> 32);
+    return (uint32_t)v;
+#else
+    return 0; /* unreachable: no PCG64 state without 128-bit integers */
+#endif
+}
+
+/* gen_t from the Python side's description: a "BitGenerator" capsule, or the tuple
+ * (state >> 64, state & (2^64 - 1), inc >> 64, inc & (2^64 - 1), has_uint32, uinteger) of PCG64. */
+static int gen_from(PyObject *spec, gen_t *g) {
+    memset(g, 0, sizeof *g);
+    if (PyCapsule_CheckExact(spec)) {
+        g->bg = (bitgen_t *)PyCapsule_GetPointer(spec, "BitGenerator");
+        return g->bg != NULL ? 0 : -1;
+    }
+#if FM_PCG64
+    unsigned long long sh, sl, ih, il;
+    int has;
+    unsigned long u;
+    if (PyTuple_Check(spec) && PyArg_ParseTuple(spec, "KKKKpk", &sh, &sl, &ih, &il, &has, &u)) {
+        g->state = ((u128)sh << 64) | sl;
+        g->inc = ((u128)ih << 64) | il;
+        g->has32 = has;
+        g->u32 = (uint32_t)u;
+        return 0;
+    }
+    if (PyErr_Occurred()) return -1;
+#endif
+    PyErr_SetString(PyExc_TypeError, "generator: a BitGenerator capsule or a PCG64 state tuple");
+    return -1;
+}
+
+/* The generator's state for the Python side: None for a capsule (numpy's own state moved),
+ * else (state >> 64, state & (2^64 - 1), has_uint32, uinteger). */
+static PyObject *gen_state(const gen_t *g) {
+#if FM_PCG64
+    if (g->bg == NULL)
+        return Py_BuildValue("(KKik)", (unsigned long long)(g->state >> 64), (unsigned long long)g->state,
+                             g->has32, (unsigned long)g->u32);
+#endif
+    Py_RETURN_NONE;
+}
+
+/* ---- compare, rescale, store ------------------------------------------------------------------ */
 
 /* Runtime-dispatched clones: AVX2 where the CPU has it (4 divisions per instruction), SSE2
- * otherwise; never an instruction the CPU lacks. */
+ * otherwise; never an instruction the CPU lacks. `all` (0 or all ones) keeps every unit: the
+ * threshold's top byte can be 256 (keep_prob within 2^-33 of 1), which no byte is below. */
 __attribute__((target_clones("avx2", "default")))
 static uint64_t select_f64(const double *restrict xs, double *restrict o, const uint8_t *restrict tb,
-                           Py_ssize_t nc, double d, uint8_t h) {
+                           Py_ssize_t nc, double d, uint8_t h, uint64_t all) {
     uint64_t bad = 0;  /* any x with an all-ones exponent (NaN or ±inf), found in the same pass */
     for (Py_ssize_t j = 0; j < nc; j++) {
         double q = xs[j] / d;
         uint64_t qb, xb;
         memcpy(&qb, &q, 8);
         memcpy(&xb, &xs[j], 8);
-        uint64_t keep = -(uint64_t)(tb[j] < h);
+        uint64_t keep = -(uint64_t)(tb[j] < h) | all;
         uint64_t ob = (qb & keep) | (xb & 0x8000000000000000ull & ~keep);  /* q or ±0 (sign of x) */
         memcpy(&o[j], &ob, 8);
         bad |= (uint64_t)((xb & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
@@ -37,14 +230,14 @@ static uint64_t select_f64(const double *restrict xs, double *restrict o, const 
 
 __attribute__((target_clones("avx2", "default")))
 static uint32_t select_f32(const float *restrict xs, float *restrict o, const uint8_t *restrict tb,
-                           Py_ssize_t nc, double d, uint8_t h) {
+                           Py_ssize_t nc, double d, uint8_t h, uint32_t all) {
     uint32_t bad = 0;
     for (Py_ssize_t j = 0; j < nc; j++) {
         float q = (float)((double)xs[j] / d);
         uint32_t qb, xb;
         memcpy(&qb, &q, 4);
         memcpy(&xb, &xs[j], 4);
-        uint32_t keep = -(uint32_t)(tb[j] < h);
+        uint32_t keep = -(uint32_t)(tb[j] < h) | all;
         uint32_t ob = (qb & keep) | (xb & 0x80000000u & ~keep);
         memcpy(&o[j], &ob, 4);
         bad |= (uint32_t)((xb & 0x7f800000u) == 0x7f800000u);
@@ -52,66 +245,272 @@ static uint32_t select_f32(const float *restrict xs, float *restrict o, const ui
     return bad;
 }
 
-static PyObject *masked_divide(PyObject *self, PyObject *args) {
-    Py_buffer top, x, out, ties;
-    Py_ssize_t rows, cols;
-    int hi, single;
-    double divisor;
-    if (!PyArg_ParseTuple(args, "y*y*w*nnidw*p", &top, &x, &out, &rows, &cols, &hi, &divisor, &ties, &single))
-        return NULL;
-    Py_ssize_t n = rows * cols, nt = 0;
-    size_t width = single ? sizeof(float) : sizeof(double);
-    if (top.len < n || x.len < (Py_ssize_t)(cols * width) || out.len < (Py_ssize_t)(n * width) ||
-        ties.len < (Py_ssize_t)(n * sizeof(int64_t))) {
-        PyBuffer_Release(&top); PyBuffer_Release(&x); PyBuffer_Release(&out); PyBuffer_Release(&ties);
-        PyErr_SetString(PyExc_ValueError, "masked_divide: buffer too small");
-        return NULL;
+/* ---- one pass over the chunks, on one or more threads ---------------------------------------- */
+
+typedef struct {
+    /* geometry: masks._chunks */
+    Py_ssize_t rows, cols, chunk, pieces, per, nchunks, maxcount; /* maxcount: units of the largest chunk */
+    int wide; /* cols >= chunk: every row in pieces of `chunk` columns; else groups of `per` rows */
+    /* decision and rescaling */
+    int hi, tie_bits;
+    uint32_t lo;
+    double d;
+    int single;
+    const char *x;
+    char *out;
+    gen_t gen; /* used by the worker whose turn it is only */
+    /* scheduling */
+    Py_ssize_t next_chunk; /* the next chunk a worker takes */
+    Py_ssize_t turn;       /* the chunk whose bits may be drawn now */
+    int stop;              /* a non-finite x (or no memory): everyone stops */
+    int nomem;
+#if FM_THREADS
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
+} job_t;
+
+#if FM_THREADS
+#define LOCK(j) pthread_mutex_lock(&(j)->mu)
+#define UNLOCK(j) pthread_mutex_unlock(&(j)->mu)
+#define WAIT(j) pthread_cond_wait(&(j)->cv, &(j)->mu)
+#define WAKE(j) pthread_cond_broadcast(&(j)->cv)
+#else
+#define LOCK(j) ((void)0)
+#define UNLOCK(j) ((void)0)
+#define WAIT(j) ((void)0)
+#define WAKE(j) ((void)0)
+#endif
+
+/* Chunk k: first row, number of rows, first column, width (masks._chunks, row-major). */
+static void chunk_geometry(const job_t *j, Py_ssize_t k, Py_ssize_t *r0, Py_ssize_t *nr, Py_ssize_t *c0,
+                           Py_ssize_t *w) {
+    if (j->wide) {
+        *r0 = k / j->pieces;
+        *nr = 1;
+        *c0 = (k % j->pieces) * j->chunk;
+        *w = j->cols - *c0 < j->chunk ? j->cols - *c0 : j->chunk;
+    } else {
+        *r0 = k * j->per;
+        *nr = j->rows - *r0 < j->per ? j->rows - *r0 : j->per;
+        *c0 = 0;
+        *w = j->cols;
     }
-    const uint8_t *t = (const uint8_t *)top.buf;
-    int64_t *tie = (int64_t *)ties.buf;
-    /* Locals the compiler can trust: the parsed ones had their address taken, so stores
-     * through `o` might alias them and block vectorisation. */
-    const Py_ssize_t nr = rows, nc = cols;
-    const double d = divisor;
-    const uint8_t h = (uint8_t)hi;
+}
+
+/* Draw a chunk's bits in stream order: its words, then one tie draw per tied unit (top byte
+ * == hi). Leaves in `kept` the positions of the tied units that their remaining bits keep and
+ * returns how many. */
+static Py_ssize_t draw_chunk(job_t *j, Py_ssize_t count, uint64_t *restrict words, uint32_t *restrict kept) {
+    gen_words(&j->gen, words, (count + 7) / 8);
+    if (j->tie_bits == 0 || j->hi > 255) return 0; /* no ties to resolve */
+    const Py_ssize_t nt = find_ties((const uint8_t *)words, count, (uint8_t)j->hi, kept);
+    const int shift = 32 - j->tie_bits;
+    const uint32_t lo = j->lo;
+    Py_ssize_t nk = 0;
+    for (Py_ssize_t t = 0; t < nt; t++)
+        if ((gen_u32(&j->gen) >> shift) < lo) kept[nk++] = kept[t];
+    return nk;
+}
+
+/* Compare, rescale, store chunk k from its words (nk kept ties in `kept`); returns nonzero if
+ * it saw a non-finite x. */
+static int apply_chunk(const job_t *j, Py_ssize_t k, const uint64_t *words, const uint32_t *kept, Py_ssize_t nk) {
+    Py_ssize_t r0, nr, c0, w;
+    chunk_geometry(j, k, &r0, &nr, &c0, &w);
+    const Py_ssize_t off = r0 * j->cols + c0;
+    const uint8_t *top = (const uint8_t *)words;
+    const double d = j->d;
+    const uint8_t h = j->hi > 255 ? 255 : (uint8_t)j->hi;
+    const int all = j->hi > 255;
     uint64_t bad = 0;
-    Py_BEGIN_ALLOW_THREADS
-    /* Branch-free select (vectorised division); ties are listed in a second, byte-only pass
-     * (1 in 256 units). */
-    for (Py_ssize_t r = 0; r < nr; r++) {
-        Py_ssize_t base = r * nc;
-        if (single)
-            bad |= select_f32((const float *)x.buf, (float *)out.buf + base, t + base, nc, d, h);
-        else
-            bad |= select_f64((const double *)x.buf, (double *)out.buf + base, t + base, nc, d, h);
+    if (j->single) {
+        const float *x = (const float *)j->x + c0;
+        float *o = (float *)j->out + off;
+        for (Py_ssize_t r = 0; r < nr; r++)
+            bad |= select_f32(x, o + r * w, top + r * w, w, d, h, all ? 0xffffffffu : 0u);
+        for (Py_ssize_t t = 0; t < nk; t++) o[kept[t]] = (float)((double)x[nr > 1 ? kept[t] % w : kept[t]] / d);
+    } else {
+        const double *x = (const double *)j->x + c0;
+        double *o = (double *)j->out + off;
+        for (Py_ssize_t r = 0; r < nr; r++)
+            bad |= select_f64(x, o + r * w, top + r * w, w, d, h, all ? ~0ull : 0ull);
+        for (Py_ssize_t t = 0; t < nk; t++) o[kept[t]] = x[nr > 1 ? kept[t] % w : kept[t]] / d;
     }
-    {
-        /* Ties, eight bytes at a time: a word has a byte equal to h iff (w ^ h·0x01..01) has a
-         * zero byte (the classic "haszero" test); only those words are scanned byte by byte. */
-        const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-        const uint64_t pattern = ones * h;
-        Py_ssize_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            uint64_t w;
-            memcpy(&w, t + i, 8);
-            uint64_t v = w ^ pattern;
-            if ((v - ones) & ~v & highs)
-                for (Py_ssize_t k = i; k < i + 8; k++)
-                    if (t[k] == h) tie[nt++] = k;
+    return bad != 0;
+}
+
+/* A worker takes the next chunk, waits for its turn, draws all of the chunk's bits, passes the
+ * turn on, then selects (the memory-bound part, in parallel with the other workers). */
+static void *worker(void *arg) {
+    job_t *j = (job_t *)arg;
+    uint64_t *words = (uint64_t *)malloc((size_t)((j->maxcount + 7) / 8) * sizeof(uint64_t));
+    uint32_t *kept = (uint32_t *)malloc((size_t)j->maxcount * sizeof(uint32_t)); /* touched at ties only */
+    if (words == NULL || kept == NULL) {
+        LOCK(j);
+        j->nomem = j->stop = 1;
+        WAKE(j);
+        UNLOCK(j);
+        free(words);
+        free(kept);
+        return NULL;
+    }
+    for (;;) {
+        LOCK(j);
+        if (j->stop || j->next_chunk >= j->nchunks) {
+            UNLOCK(j);
+            break;
         }
-        for (; i < n; i++)
-            if (t[i] == h) tie[nt++] = i;
+        Py_ssize_t k = j->next_chunk++;
+        while (j->turn != k && !j->stop) WAIT(j);
+        int stop = j->stop;
+        UNLOCK(j);
+        if (stop) break;
+        Py_ssize_t r0, nr, c0, w;
+        chunk_geometry(j, k, &r0, &nr, &c0, &w);
+        Py_ssize_t nk = draw_chunk(j, nr * w, words, kept);
+        LOCK(j);
+        j->turn = k + 1;
+        WAKE(j);
+        UNLOCK(j);
+        if (apply_chunk(j, k, words, kept, nk)) {
+            LOCK(j);
+            j->stop = 1; /* a non-finite x: the caller puts the generator back */
+            WAKE(j);
+            UNLOCK(j);
+            break;
+        }
     }
+    free(words);
+    free(kept);
+    return NULL;
+}
+
+#define MAX_THREADS 256
+
+static PyObject *dropout(PyObject *self, PyObject *args) {
+    PyObject *spec;
+    Py_buffer x, out;
+    Py_ssize_t rows, cols, chunk, threads;
+    int hi, tie_bits, single;
+    unsigned long lo;
+    double divisor;
+    job_t j;
+    if (!PyArg_ParseTuple(args, "Oy*w*nnnikidpn", &spec, &x, &out, &rows, &cols, &chunk, &hi, &lo, &tie_bits,
+                          &divisor, &single, &threads))
+        return NULL;
+    memset(&j, 0, sizeof j);
+    const Py_ssize_t width = single ? (Py_ssize_t)sizeof(float) : (Py_ssize_t)sizeof(double);
+    const char *err = NULL;
+    if (rows < 0 || cols < 1 || chunk < 1 || chunk > 0x7fffffff || hi < 0 || hi > 256 || tie_bits < 0 ||
+        tie_bits > 24 || lo >= (1ul << tie_bits))
+        err = "dropout: invalid arguments";
+    else if (x.len < cols * width || rows > PY_SSIZE_T_MAX / width / cols || out.len < rows * cols * width)
+        err = "dropout: buffer too small";
+    if (err != NULL || gen_from(spec, &j.gen) < 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&out);
+        if (err != NULL) PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    j.rows = rows;
+    j.cols = cols;
+    j.chunk = chunk;
+    j.wide = cols >= chunk;
+    j.pieces = (cols + chunk - 1) / chunk;
+    j.per = chunk / cols > 1 ? chunk / cols : 1;
+    j.nchunks = j.wide ? rows * j.pieces : (rows + j.per - 1) / j.per;
+    j.maxcount = j.wide ? chunk : (rows < j.per ? rows : j.per) * cols;
+    if (j.maxcount < 1) j.maxcount = 1;
+    j.hi = hi;
+    j.lo = (uint32_t)lo;
+    j.tie_bits = tie_bits;
+    j.d = divisor;
+    j.single = single;
+    j.x = (const char *)x.buf;
+    j.out = (char *)out.buf;
+    if (threads > j.nchunks) threads = j.nchunks;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    Py_BEGIN_ALLOW_THREADS
+#if FM_THREADS
+    pthread_mutex_init(&j.mu, NULL);
+    pthread_cond_init(&j.cv, NULL);
+    pthread_t tid[MAX_THREADS];
+    Py_ssize_t started = 0;
+    for (Py_ssize_t t = 1; t < threads; t++) /* the caller's thread is one of the workers */
+        if (pthread_create(&tid[started], NULL, worker, &j) == 0) started++;
+    worker(&j); /* if a thread could not start, the others do its share: same results */
+    for (Py_ssize_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    pthread_cond_destroy(&j.cv);
+    pthread_mutex_destroy(&j.mu);
+#else
+    worker(&j);
+#endif
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&top); PyBuffer_Release(&x); PyBuffer_Release(&out); PyBuffer_Release(&ties);
-    return Py_BuildValue("(ni)", nt, (int)(bad != 0));
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    if (j.nomem) return PyErr_NoMemory();
+    PyObject *state = gen_state(&j.gen);
+    if (state == NULL) return NULL;
+    /* stop without nomem: a non-finite x */
+    return Py_BuildValue("(NN)", PyBool_FromLong(!j.stop), state);
+}
+
+/* The draws the kernel makes, for tests: `n` values of next_uint64 (bits == 64) or of
+ * next_uint32 >> (32 - bits) (1 <= bits <= 32), as numpy's integers(0, 2**bits) should give;
+ * returns (bytes, generator state as `dropout` returns it). */
+static PyObject *draws(PyObject *self, PyObject *args) {
+    PyObject *spec;
+    Py_ssize_t n;
+    int bits;
+    gen_t g;
+    if (!PyArg_ParseTuple(args, "Oni", &spec, &n, &bits)) return NULL;
+    if (n < 0 || bits < 1 || (bits > 32 && bits != 64)) {
+        PyErr_SetString(PyExc_ValueError, "draws: n >= 0 and bits in 1..32 or 64");
+        return NULL;
+    }
+    if (gen_from(spec, &g) < 0) return NULL;
+    PyObject *res = PyBytes_FromStringAndSize(NULL, n * (bits == 64 ? 8 : 4));
+    if (res == NULL) return NULL;
+    char *buf = PyBytes_AS_STRING(res);
+    if (bits == 64) {
+        uint64_t *w = (uint64_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(uint64_t));
+        if (w == NULL) {
+            Py_DECREF(res);
+            return PyErr_NoMemory();
+        }
+        gen_words(&g, w, n);
+        memcpy(buf, w, (size_t)n * 8);
+        free(w);
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t v = gen_u32(&g) >> (32 - bits);
+            memcpy(buf + 4 * i, &v, 4);
+        }
+    }
+    PyObject *state = gen_state(&g);
+    if (state == NULL) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", res, state);
 }
 
 static PyMethodDef methods[] = {
-    {"masked_divide", masked_divide, METH_VARARGS,
-     "masked_divide(top, x, out, rows, cols, hi, divisor, ties, single) -> (number of ties, x not finite)"},
+    {"dropout", dropout, METH_VARARGS,
+     "dropout(generator, x, out, rows, cols, chunk, hi, lo, tie_bits, divisor, single, threads)"
+     " -> (x finite, PCG64 state or None)"},
+    {"draws", draws, METH_VARARGS, "draws(generator, n, bits) -> (bytes, PCG64 state or None): the kernel's draws"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastmask", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fastmask(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastmask(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "PCG64_STATE", FM_PCG64) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -4,11 +4,14 @@ With ``m`` random bits ``U`` uniform on ``{0, …, 2^m − 1}``, ``P(U < t) = t 
 width is the smallest of 8, 16, 32 for which ``keep_prob · 2^m`` is an integer (then the keep rate
 is exactly ``keep_prob``); otherwise ``m = 32`` and ``t = round(keep_prob · 2^32)``, a bias below
 ``2^-33``. The top byte decides all but 1/256 of units; ties draw the remaining bits. The optional
-C kernel (``_fastmask.c``, built by setup.py) fuses the compare-rescale-store pass and gives the
-same bits as the numpy path.
+C kernel (``_fastmask.c``, built by setup.py) makes the whole unshared train pass (random bits
+included) in one pass, split over threads, and gives the same bits as the numpy path for any
+number of threads.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -19,7 +22,15 @@ try:  # optional C kernel (setup.py); the numpy path gives the same bits without
 except ImportError:  # pragma: no cover - depends on the build
     _fastmask = None
 
-__all__ = ["keep_threshold", "mask_chunks", "bernoulli_mask", "masked_full", "apply_mask", "kernel_applies"]
+__all__ = ["keep_threshold", "mask_chunks", "bernoulli_mask", "masked_full", "apply_mask", "kernel_applies",
+           "kernel_threads"]
+
+#: Environment variable capping the C kernel's threads (default: ``os.cpu_count()``).
+THREADS_ENV = "STATS_DROPOUT_THREADS"
+
+#: The bit generators whose C functions the kernel may call without the GIL (numpy's own).
+_KERNEL_BIT_GENERATORS = (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937, np.random.Philox,
+                          np.random.SFC64)
 
 _WIDTHS = ((8, np.uint8), (16, np.uint16), (32, np.uint32))
 
@@ -133,23 +144,25 @@ def mask_chunks(rng, rows, cols, keep_prob):
         yield r, c, _draw_keep(rng, shape[0] * shape[1], hi, lo, tie_bits).reshape(shape)
 
 
-def masked_full(x, keep_prob, rng, n_draws, divisor):
+def masked_full(x, keep_prob, rng, n_draws, divisor, *, threads=None):
     """Unshared Bernoulli dropout of ``x`` (``n_draws`` passes or one), one mask entry per element.
 
     Chunk by chunk: draw the chunk's mask, then rescale it while it is in cache; only ``x``
-    and the output ever travel to and from memory.
+    and the output ever travel to and from memory. The C kernel does the same in one pass,
+    on up to ``threads`` threads (see :func:`kernel_threads`), with the very same results and
+    random stream whatever the number of threads.
     """
     rows = 1 if n_draws is None else n_draws
     out = np.empty(((rows,) if n_draws is not None else ()) + x.shape, dtype=x.dtype)
     out2, x1 = out.reshape(rows, x.size), x.reshape(x.size)
     if kernel_applies(x):
-        # The kernel validates x in the pass it makes anyway (DropoutScheme._train_iv deferred
-        # the finiteness check here); on a non-finite input the generator is put back untouched.
-        state = rng.bit_generator.state
-        if not masked_full_fused(x1, out2, keep_prob, rng, divisor):
-            rng.bit_generator.state = state
-            float_array_iv(x)  # raises the usual "`x` must be finite" error
-        return out
+        if isinstance(rng.bit_generator, _KERNEL_BIT_GENERATORS):
+            # The kernel validates x in the pass it makes anyway (DropoutScheme._train_iv deferred
+            # the finiteness check here); on a non-finite input the generator is left untouched.
+            if not masked_full_fused(x1, out2, keep_prob, rng, divisor, threads=threads):
+                float_array_iv(x)  # raises the usual "`x` must be finite" error
+            return out
+        float_array_iv(x)  # another bit generator: the numpy path, after the deferred check
     # "invalid" can only come from the 0 · inf that apply_mask detects and redoes; one
     # errstate for the whole loop (entering one costs microseconds, a chunk ~30 µs).
     with np.errstate(invalid="ignore"):
@@ -163,36 +176,73 @@ def kernel_applies(x):
     return _fastmask is not None and x.dtype.type in (np.float32, np.float64) and x.size > 0
 
 
-def masked_full_fused(x1, out2, keep_prob, rng, divisor):
+def kernel_threads(threads=None):
+    """Most threads the C kernel may use: ``threads``, else ``$STATS_DROPOUT_THREADS``, else the CPUs.
+
+    The kernel uses ``min(kernel_threads(), chunks)``: an array of one chunk (``_CHUNK``
+    elements) runs on the calling thread alone. Results never depend on it.
+    """
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise ValueError(f"${THREADS_ENV} must be a positive integer; got {env!r}") from None
+            name = f"${THREADS_ENV}"
+        else:
+            return os.cpu_count() or 1
+    else:
+        name = "`threads`"
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"{name} must be a positive integer; got {threads!r}")
+    return int(threads)
+
+
+def _n_chunks(rows, cols):
+    """Number of pieces :func:`_chunks` cuts a (rows, cols) array into (cols ≥ 1)."""
+    if cols >= _CHUNK:
+        return rows * -(-cols // _CHUNK)
+    return -(-rows // max(1, _CHUNK // cols))
+
+
+#: From this many units on, numpy's PCG64 is run inside the kernel from its public ``state``
+#: (same numbers, about twice as fast as a call per word); below, the saved time is smaller
+#: than setting the state back.
+_PCG64_IN_KERNEL = 1 << 13
+_LOW64 = (1 << 64) - 1
+
+
+def masked_full_fused(x1, out2, keep_prob, rng, divisor, *, threads=None):
     """:func:`masked_full` with the optional C kernel: same random stream, same bits.
 
-    Per chunk the random words are drawn exactly as ``_draw_keep`` draws them; the kernel
-    keeps, rescales or zeroes each unit in one pass and lists the ties (top byte == hi), whose
-    remaining bits are then drawn, in the same order and number, as ``_draw_keep`` would.
-    Returns False (stopping early) if the kernel saw a NaN or infinite input.
+    The kernel draws each chunk's words and tie bits from ``rng``'s bit generator exactly as
+    ``_draw_keep`` does (chunk after chunk, whatever the number of threads), keeps, rescales
+    or zeroes each unit, and stops early if it sees a NaN or infinite input: then it returns
+    False and the generator is as it was. The bit generator's lock is held for the whole call.
     """
     hi, lo, tie_bits = _mask_params(keep_prob)
+    rows, cols = out2.shape
+    n_threads = min(kernel_threads(threads), _n_chunks(rows, cols))
     single = x1.dtype.type is np.float32
     x1 = np.ascontiguousarray(x1)
-    ties = np.empty(_CHUNK, dtype=np.int64)
-    for r, c in _chunks(*out2.shape):
-        chunk = out2[r, c]
-        rows, cols = chunk.shape
-        count = rows * cols
-        if ties.size < count:
-            ties = np.empty(count, dtype=np.int64)
-        words = rng.integers(0, 2**64, size=-(-count // 8), dtype=np.uint64)
-        xc = x1[c]
-        n_ties, nonfinite = _fastmask.masked_divide(words.view(np.uint8), xc, chunk, rows, cols, hi,
-                                                    float(divisor), ties, single)
-        if nonfinite:
-            return False
-        if tie_bits and n_ties:
-            rest = rng.integers(0, 1 << tie_bits, size=n_ties, dtype=np.uint32)
-            kept = ties[:n_ties][_keep_tie_stage(rest, lo)]
-            flat = chunk.reshape(-1)  # a view: chunks are contiguous (see _chunks)
-            flat[kept] = (xc[kept % cols].astype(np.float64) / divisor).astype(flat.dtype)
-    return True
+    bit_generator = rng.bit_generator
+    with bit_generator.lock:
+        state = bit_generator.state
+        if type(bit_generator) is np.random.PCG64 and rows * cols >= _PCG64_IN_KERNEL and _fastmask.PCG64_STATE:
+            s, inc = state["state"]["state"], state["state"]["inc"]
+            generator = (s >> 64, s & _LOW64, inc >> 64, inc & _LOW64, state["has_uint32"], state["uinteger"])
+        else:
+            generator = bit_generator.capsule  # numpy's C functions: the state moves in place
+        finite, moved = _fastmask.dropout(generator, x1, out2, rows, cols, _CHUNK, hi, lo, tie_bits,
+                                          float(divisor), single, n_threads)
+        if moved is None:
+            if not finite:
+                bit_generator.state = state
+        elif finite:
+            bit_generator.state = {"bit_generator": "PCG64", "state": {"state": moved[0] << 64 | moved[1], "inc": inc},
+                                   "has_uint32": moved[2], "uinteger": moved[3]}
+    return finite
 
 
 def bernoulli_mask(rng, shape, keep_prob):

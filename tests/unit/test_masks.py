@@ -12,6 +12,8 @@ from stats_dropout.reference.masks import (
     _threshold_split,
     bernoulli_mask,
     keep_threshold,
+    mask_chunks,
+    masked_full,
 )
 
 # Dyadic keep probabilities at each width, extremes included, and non-dyadic ones.
@@ -148,3 +150,16 @@ def test_sample_train_shapes_and_dtypes(name):
         kept = (x.astype(np.float64) / (1.0 if name == "standard" else 0.7)).astype(dtype)
         assert np.all((y == 0) | (y == kept))  # exact, through the shared-mask path too
         assert 0 < np.count_nonzero(y) < y.size
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+@pytest.mark.parametrize("rows, cols", [(1, 3 * 2**17 + 5), (40, 9999), (3, 2**17 + 1)])
+def test_mask_chunks_are_the_train_pass_masks(threads, rows, cols):
+    # The Monte-Carlo mask-mean shortcut (inference.montecarlo) counts the masks of mask_chunks
+    # as the train pass's: with or without the C kernel, on any number of threads.
+    x = np.ones(cols)
+    y = masked_full(x, 0.86, np.random.default_rng(4), rows, 0.86, threads=threads)
+    keep = np.empty((rows, cols), dtype=bool)
+    for r, c, k in mask_chunks(np.random.default_rng(4), rows, cols, 0.86):
+        keep[r, c] = k
+    np.testing.assert_array_equal(y != 0, keep)
