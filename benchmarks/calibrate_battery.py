@@ -249,6 +249,8 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "docs" / "CALIBRATION.md"))
     parser.add_argument("--records", default="/tmp/calibration_records.pkl")
     parser.add_argument("--from-records", default=None)
+    parser.add_argument("--source", default=None, help="the source's name when not a git checkout "
+                        "(e.g. 'abc1234, git archive')")
     args = parser.parse_args(argv)
     if args.quick:
         args.null_decisions, args.power_seeds = 100, 20
@@ -259,7 +261,7 @@ def main(argv=None):
         options = dict(executor=args.executor, scheduler=args.scheduler, processes=not args.threads,
                        progress=args.progress)
         load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-        commit = source_commit()
+        commit = args.source or source_commit()
         cells = cal.null_cells(args.null_decisions, seed=args.seed)
         print(f"null study: {len(cells)} battery runs (seeds {min(c[2] for c in cells)}–{max(c[2] for c in cells)} "
               f"by cell), ≥ {args.null_decisions} decisions per check", flush=True)
@@ -279,7 +281,7 @@ def main(argv=None):
                             f"{platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}",
                     wall=t2 - t0, wall_null=t1 - t0, wall_power=t2 - t1, executor=executor,
                     null_decisions=args.null_decisions, power_seeds=args.power_seeds, seed=args.seed,
-                    commit=commit, commit_after=source_commit())
+                    commit=commit, commit_after=args.source or source_commit())
         with open(args.records, "wb") as f:
             pickle.dump((meta, null_records, power_records), f)
         print(f"records: {args.records}; wall time {t2 - t0:.0f} s", flush=True)
