@@ -14,14 +14,8 @@ import importlib
 import stats_dropout.verification.adapters.attention  # noqa: F401 (makes sd.adapters.attention available)
 from stats_dropout.inference import stats
 from stats_dropout.inference.montecarlo import estimate_statistic_moments, estimate_train_moments
-from stats_dropout.inference.results import (
-    CheckResult,
-    ConfidenceInterval,
-    Decision,
-    SchemeVerificationResult,
-    TrainMoments,
-    VerificationResult,
-)
+from stats_dropout.inference.results import ConfidenceInterval, Decision, TrainMoments
+from stats_dropout.inference.verdicts import CheckResult, SchemeVerificationResult, VerificationResult
 from stats_dropout.reference import schemes, theory
 from stats_dropout.reference.schemes import SCHEMES, DropoutScheme, get_scheme
 from stats_dropout.verification import adapters

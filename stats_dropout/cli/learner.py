@@ -72,7 +72,7 @@ def merged_runs(runs):
     Check names and diagnosis lines carry their layer (``check_mean[layer 1, keep_prob=0.8]``,
     ``layer 1 at keep_prob=0.8: ...``); the summary groups them back by name and text.
     """
-    from stats_dropout.inference.results import VerificationResult
+    from stats_dropout.inference.verdicts import VerificationResult
 
     if len(runs) == 1:
         return runs[0][1]

@@ -14,12 +14,12 @@ the notebook's imports and definitions (:mod:`stats_dropout.cli.notebook`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import math
 import sys
 
+from stats_dropout._internal.threads import single_threaded_blas
 from stats_dropout.cli.errors import UsageError, hang_line, timeout_arg
 from stats_dropout.cli.learner import print_summary, tuple_return
 from stats_dropout.cli.targets import load_target, restored_sys_path
@@ -150,22 +150,6 @@ def _keep_prob_arg(values):
     return checked[0] if len(checked) == 1 else checked
 
 
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Limit BLAS to one thread while the battery runs, if threadpoolctl is installed.
-
-    The implementations under test make thousands of small matrix products (the course
-    network); threads only add synchronisation to them, and on a loaded machine a lot of it.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def _probe_call(func):
     """``func`` for the one probe call of :func:`~stats_dropout.cli.learner.tuple_return`: under
     the run's time limit, and with ``SystemExit`` (``sys.exit()`` in the learner's code) turned into
@@ -234,7 +218,7 @@ def run(args):
                 print(f"Diagnosis: {note}")
         failed = False
         runs = []
-        with _single_threaded_blas():
+        with single_threaded_blas():
             for title, train, evaluate, backward, extra in batteries:
                 result = _run_battery(verify_dropout, train, evaluate, backward, extra, args, keep_prob, seed)
                 if details:

@@ -109,19 +109,7 @@ def min_draws_for_mean_error(effect, sd, *, false_fail_rate=1e-6, false_pass_rat
         t_sum = t_quantile_sum(alpha, beta, k - 1, n_tests)
         return k >= (t_sum * sd / effect) ** 2
 
-    lo, hi = n - 1, n
-    while not enough(hi):
-        lo, hi = hi, hi * 2
-        if hi > MAX_SAMPLE_SIZE:
-            raise ValueError(f"a mean error `effect` = {effect!r} at `sd` = {sd!r} needs more than "
-                             f"{MAX_SAMPLE_SIZE:.0e} draws; ask for a larger effect")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if enough(mid):
-            hi = mid
-        else:
-            lo = mid
-    return max(hi, 2)
+    return _smallest_n(enough, n, f"a mean error `effect` = {effect!r} at `sd` = {sd!r}")
 
 
 def power_of_z_with_max_sd(n, standardized_effect, false_fail_rate, n_tests=1):
@@ -149,16 +137,20 @@ def _draws_for_z_with_max_sd(n0, standardized_effect, alpha, beta, n_tests):
     """Smallest n ≥ n0 with :func:`power_of_z_with_max_sd` ≥ 1 − β (doubling, then bisection)."""
     if not math.isfinite(standardized_effect):
         return n0
-    target = 1 - beta
+    return _smallest_n(lambda n: power_of_z_with_max_sd(n, standardized_effect, alpha, n_tests) >= 1 - beta,
+                       n0, f"a standardised mean error {standardized_effect!r}")
+
+
+def _smallest_n(enough, n0, what):
+    """The smallest ``n ≥ n0`` with ``enough(n)`` (monotone in n): doubling from ``n0``, then bisection."""
     lo, hi = n0 - 1, n0
-    while power_of_z_with_max_sd(hi, standardized_effect, alpha, n_tests) < target:
+    while not enough(hi):
         lo, hi = hi, hi * 2
         if hi > MAX_SAMPLE_SIZE:
-            raise ValueError(f"a standardised mean error {standardized_effect!r} needs more than "
-                             f"{MAX_SAMPLE_SIZE:.0e} draws; ask for a larger effect")
+            raise ValueError(f"{what} needs more than {MAX_SAMPLE_SIZE:.0e} draws; ask for a larger effect")
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if power_of_z_with_max_sd(mid, standardized_effect, alpha, n_tests) >= target:
+        if enough(mid):
             hi = mid
         else:
             lo = mid

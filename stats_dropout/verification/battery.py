@@ -1,7 +1,7 @@
 """The battery: a run's probe, error budget and evidence, and the entry points.
 
 :func:`verify_dropout` runs every check that applies to an implementation and gathers a
-:class:`~stats_dropout.inference.results.VerificationResult`; :func:`iter_checks` yields them one by
+:class:`~stats_dropout.inference.verdicts.VerificationResult`; :func:`iter_checks` yields them one by
 one for pytest (:mod:`stats_dropout.verification.parametrize`).
 """
 
@@ -17,13 +17,13 @@ from stats_dropout._internal.numerics import unit_exponent
 from stats_dropout._internal.rng import seeded_global_rngs
 from stats_dropout._internal.timeouts import CallGuard, current_guard, timeout_iv
 from stats_dropout._internal.validation import float_array_iv, keep_probs_iv, probability_iv, seed_iv
-from stats_dropout.inference.results import BatteryCost, VerificationResult
 from stats_dropout.inference.stats import (
     min_draws_for_mean_error,
     min_trials_for_keep_rate_error,
     split_false_fail_rate,
 )
 from stats_dropout.inference.units import min_trials_for_silent_group
+from stats_dropout.inference.verdicts import BatteryCost, VerificationResult
 from stats_dropout.reference.contracts import ContractModel
 from stats_dropout.reference.probes import probe_shape, scheme_probe
 from stats_dropout.verification.accounting import CallLedger

@@ -21,7 +21,6 @@ linear or quadratic form in the mask whose exact null variance comes from the lo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
@@ -30,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from stats_dropout._internal.rng import seeded_global_rngs
+from stats_dropout._internal.threads import single_threaded_blas
 from stats_dropout._internal.validation import (
     callable_iv,
     float_array_iv,
@@ -39,8 +39,8 @@ from stats_dropout._internal.validation import (
     seed_iv,
 )
 from stats_dropout.inference.design import min_draws_for_mean_error
-from stats_dropout.inference.results import VerificationResult
 from stats_dropout.inference.stats import split_false_fail_rate
+from stats_dropout.inference.verdicts import VerificationResult
 from stats_dropout.verification.checks.common import failed, from_decision, passed, skipped
 from stats_dropout.verification.evidence import call_user
 from stats_dropout.verification.linear_checks import (
@@ -176,20 +176,6 @@ class LinearOp:
         return np.asarray(self.offset, dtype=np.float64) + self.loadings.astype(np.float64).sum(axis=entries)
 
 
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """BLAS on one thread (threadpoolctl, if installed) for the null model's many small eigh/QR
-    calls: threads only add synchronisation to them, and on a loaded machine a lot of it
-    (measured: 0.1 s against 2 s for 64 eighs of 32 × 32 on a busy 2-core machine)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def _axis_iv(axis, ndim, name):
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
         raise ValueError(f"`{name}` must be an axis in [-{ndim}, {ndim}); got {axis!r}")
@@ -293,7 +279,7 @@ def verify_linear(op, *, draws=None, seed=0, false_fail_rate=1e-6, false_pass_ra
         {"relative_bias": relative_bias, "variance_error": variance_error, "correlation": correlation})
     p = op.keep_prob
     ref = op.reference if op.reference is not None else op.model_reference()
-    with _single_threaded_blas():
+    with single_threaded_blas():
         model = LinearModel(op.loadings, op.offset, ref, p, op.group_axes, op.independent_axes, op.dtype)
     alpha = split_false_fail_rate(alpha_total, max(len(model.stats), 1))
     need = _draws_for(model, alpha, beta, effects)

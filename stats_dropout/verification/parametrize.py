@@ -70,7 +70,7 @@ class _BatteryCheck:
     """One check of the battery as a pytest parameter: ``check(implementation)``.
 
     Calling it runs the check with the session's seed and turns its
-    :class:`~stats_dropout.inference.results.CheckResult` into pytest's language: ``AssertionError``
+    :class:`~stats_dropout.inference.verdicts.CheckResult` into pytest's language: ``AssertionError``
     with the check's message for "failed", ``pytest.skip`` with the reason for "skipped"; a
     passed check returns its result.
     """
@@ -84,7 +84,7 @@ class _BatteryCheck:
         return self.check_id
 
     def result(self, implementation, *, seed=None):
-        """Run the check and return its :class:`~stats_dropout.inference.results.CheckResult`."""
+        """Run the check and return its :class:`~stats_dropout.inference.verdicts.CheckResult`."""
         from stats_dropout.verification.battery import iter_checks
 
         seed = current_seed() if seed is None else seed

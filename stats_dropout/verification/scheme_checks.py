@@ -16,7 +16,6 @@ from stats_dropout._internal.numerics import MOMENT_ULPS, ulp_tol
 from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import draws_iv, keep_prob_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference.montecarlo import estimate_statistic_moments
-from stats_dropout.inference.results import SchemeVerificationResult
 from stats_dropout.inference.stats import (
     decide_mean_equal,
     grouped_deviation_ratio,
@@ -25,6 +24,7 @@ from stats_dropout.inference.stats import (
     split_false_fail_rate,
     squared_deviation_ratio,
 )
+from stats_dropout.inference.verdicts import SchemeVerificationResult
 from stats_dropout.reference.probes import scheme_probe
 from stats_dropout.reference.schemes import DropoutScheme, get_scheme, resolve_shared_axes
 

@@ -115,8 +115,8 @@ def _verdicts(result):
     return [(c.check, c.status) for c in result.checks]
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(exponent=st.sampled_from([-300, -160, -40, 0, 40, 160, 300]))
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exponent=st.sampled_from([-300, -160, -40, 40, 160, 300]))
 def test_verdict_is_invariant_under_scaling(exponent):
     x = np.random.default_rng(SEED).standard_normal((32, 128))
     base = sd.verify_dropout(inverted, keep_prob=0.8, example_input=x, seed=SEED)

@@ -13,7 +13,7 @@ import stats_dropout.verification.battery
 from stats_dropout import adapters
 from stats_dropout.cli import main
 from stats_dropout.cli import verify as _cli_verify
-from stats_dropout.inference.results import VerificationResult
+from stats_dropout.inference.verdicts import VerificationResult
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -174,7 +174,7 @@ def test_forced_convention(capsys, recorded):
 
 
 def test_exit_code_one_when_any_battery_fails(capsys, monkeypatch):
-    from stats_dropout.inference.results import CheckResult
+    from stats_dropout.inference.verdicts import CheckResult
 
     def failing(train, eval=None, **kwargs):
         return VerificationResult(checks=(CheckResult("check_mean[keep_prob=0.8]", "failed", "off"),),

@@ -69,6 +69,7 @@ def test_dask_local_cluster_matches_local_run():
     _assert_same(results, expected)
 
 
+@pytest.mark.slow  # worker processes start in seconds; the threaded cluster tests run by default
 def test_dask_worker_processes():
     pytest.importorskip("distributed")
     # Worker processes import fn by reference, so it must live in an installed module.

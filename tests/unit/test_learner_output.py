@@ -13,7 +13,8 @@ import pathlib
 import pytest
 
 from stats_dropout.cli import main
-from stats_dropout.inference.results import CheckResult, Decision, VerificationResult
+from stats_dropout.inference.results import Decision
+from stats_dropout.inference.verdicts import CheckResult, VerificationResult
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 WIDTH = 100

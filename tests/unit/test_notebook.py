@@ -15,7 +15,8 @@ import pytest
 import stats_dropout.verification.battery
 from stats_dropout.cli import main
 from stats_dropout.cli import notebook as nb_loader
-from stats_dropout.inference.results import CheckResult, Decision, VerificationResult
+from stats_dropout.inference.results import Decision
+from stats_dropout.inference.verdicts import CheckResult, VerificationResult
 from stats_dropout.verification.diagnosis import identical_masks_cause
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -126,7 +127,7 @@ def test_result_displays_as_html_in_a_kernel(tmp_path):
     pytest.importorskip("ipykernel")
     from nbformat.v4 import new_code_cell, new_notebook
 
-    source = ("from stats_dropout.inference.results import CheckResult, VerificationResult\n"
+    source = ("from stats_dropout.inference.verdicts import CheckResult, VerificationResult\n"
               "VerificationResult((CheckResult('check_mean[keep_prob=0.8]', 'failed', 'a < b'),), 'inverted', 0, "
               "1e-6, 1e-3)")
     nb = new_notebook(cells=[new_code_cell(source)])

@@ -286,7 +286,7 @@ def test_cli_timeout_usage_error(capsys):
                    "no limit; got 'soon'"]
 
 
-@pytest.mark.parametrize("func", ["hang", "spin"])
+@pytest.mark.parametrize("func", ["hang", pytest.param("spin", marks=pytest.mark.slow)])  # spin: slow tier
 def test_cli_process_exits_promptly_despite_the_stuck_thread(tmp_path, func):
     (tmp_path / "hang.py").write_text(HANG)
     started = time.perf_counter()

@@ -14,8 +14,9 @@ import weakref
 import numpy as np
 
 from stats_dropout._internal.rng import seeded_global_rngs
-from stats_dropout.inference.results import CheckResult, ExactComparison
+from stats_dropout.inference.results import ExactComparison
 from stats_dropout.inference.stats import decide_keep_rate
+from stats_dropout.inference.verdicts import CheckResult
 from stats_dropout.reference.schemes import resolve_shared_axes
 from stats_dropout.verification.diagnosis import diagnose, identical_masks_cause
 from stats_dropout.verification.evidence import call_user
