@@ -20,7 +20,7 @@ import numpy as np
 
 from stats_dropout._internal.timeouts import time_limit, timeout_iv
 from stats_dropout._internal.validation import probability_iv, seed_iv
-from stats_dropout.inference.results import VerificationResult
+from stats_dropout.inference.verdicts import VerificationResult
 from stats_dropout.verification.adapters.dispatch import implementation as layer_implementation
 from stats_dropout.verification.adapters.pytorch import import_torch
 from stats_dropout.verification.battery import verify_dropout
