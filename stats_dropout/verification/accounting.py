@@ -4,7 +4,7 @@ The battery's cost is the implementation's own calls plus the work around them (
 accumulating, deciding). :class:`CallLedger` wraps the implementation's ``train``, ``eval`` and
 ``backward`` (:meth:`Implementation.counted <stats_dropout.verification.implementation.Implementation.counted>`)
 and adds up each call's wall time, so a result can say how much of its time was the
-implementation's (:class:`~stats_dropout.inference.results.BatteryCost`).
+implementation's (:class:`~stats_dropout.inference.verdicts.BatteryCost`).
 """
 
 from __future__ import annotations
