@@ -125,8 +125,19 @@ class Decision:
 
     @property
     def confidence_level(self):
-        """Level of the stored interval (``ci_level``, else ``1 − false_fail_rate``)."""
+        """Level the stored interval was built at (``ci_level``, else ``1 − false_fail_rate``)."""
         return 1.0 - self.false_fail_rate if self.ci_level is None else self.ci_level
+
+    @property
+    def coverage(self):
+        """Probability that the reported interval covers the true value: ``1 − false_fail_rate``.
+
+        A decision over m elements builds each element's interval at ``1 − α/m``
+        (:attr:`confidence_level`), so the m intervals hold simultaneously with probability
+        ``≥ 1 − α`` (Bonferroni); the one reported is chosen by the data (the worst element),
+        and the simultaneous level is the one it keeps.
+        """
+        return 1.0 - self.false_fail_rate
 
     def confidence_interval(self):
         return ConfidenceInterval(self.ci_low, self.ci_high)

@@ -194,3 +194,16 @@ def test_max_sd_power_matches_simulation():
     se = np.maximum(draws.std(axis=1, ddof=1), 1.0) / math.sqrt(n)
     simulated = np.mean(np.abs(draws.mean(axis=1)) / se > stats.norm.isf(alpha / 2))
     assert simulated == pytest.approx(power_of_z_with_max_sd(n, effect, alpha), abs=0.01)
+
+
+def test_a_failing_gaussian_mean_has_a_message_not_a_crash():
+    """A Gaussian-contract layer whose mean is off fails check_mean with its figure (its hint
+    once read keep/drop evidence that Gaussian noise does not have, and the check 'raised')."""
+    def biased_gaussian(x, keep_prob):
+        return x * (1.02 + np.sqrt((1 - keep_prob) / keep_prob) * np.random.standard_normal(x.shape))
+
+    x = np.random.default_rng(SEED).standard_normal((64, 128))
+    result = sd.verify_dropout(biased_gaussian, keep_prob=0.8, contract="gaussian", example_input=x, seed=SEED)
+    mean = next(c for c in result.checks if c.check == "check_mean[keep_prob=0.8]")
+    assert mean.failed and "the check raised" not in mean.message, mean.message
+    assert "projection ratio" in mean.message

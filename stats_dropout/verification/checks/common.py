@@ -58,11 +58,15 @@ def from_decision(check, p, decision, hint=""):
     if callable(hint):
         hint = hint()
     # Holm decisions report the worst element with its simultaneous interval (level 1 − α/m).
+    # Each of m intervals is built at 1 − α/m; the reported (worst) one keeps the simultaneous
+    # coverage 1 − α, which is what is stated (a selected interval's own level would overstate it).
     ci_alpha = decision.details.get("ci_alpha", decision.false_fail_rate)
-    simultaneous = "simultaneous " if ci_alpha < decision.false_fail_rate else ""
+    level = (f"simultaneous CI at confidence 1 − {decision.false_fail_rate:.2g}, each of its "
+             f"{decision.details.get('n_elements', decision.details.get('n_groups', 'm'))} at 1 − {ci_alpha:.2g}"
+             if ci_alpha < decision.false_fail_rate else f"CI at confidence 1 − {ci_alpha:.2g}")
     # Nine significant digits: enough to show a difference in the last bits of a float32 scale.
-    msg = (f"{decision.property}: estimate {decision.estimate:.9g} ({simultaneous}CI at confidence "
-           f"1 − {ci_alpha:.2g}: [{decision.ci_low:.9g}, {decision.ci_high:.9g}]) "
+    msg = (f"{decision.property}: estimate {decision.estimate:.9g} ({level}: "
+           f"[{decision.ci_low:.9g}, {decision.ci_high:.9g}]) "
            f"differs from {decision.expected:.9g} "
            f"(p = {decision.pvalue:.3g}; false-fail rate {decision.false_fail_rate:.2g}; smallest "
            f"detectable {decision.effect_units} error {decision.min_detectable_effect:.3g} at "
@@ -247,7 +251,7 @@ def _diagnosis(run, p):
     if not ev.broken and ev.has_masks and ev.masks.trials:
         d = decide_keep_rate(ev.masks.kept, ev.masks.trials, p, false_fail_rate=run.alpha, false_pass_rate=run.beta)
         rate, rate_ci = d.estimate, (d.ci_low, d.ci_high)
-    if ev.kept_scale.ratios:
+    if ev.kept_scale is not None and ev.kept_scale.ratios:
         scale = float(np.median(ev.kept_scale.ratios))
     sharing = None
     try:  # the optional measurements below call user code once more; a failure only loses them
