@@ -28,7 +28,7 @@ from stats_dropout._internal.validation import (
 from stats_dropout.reference import theory
 from stats_dropout.reference.masks import apply_mask, bernoulli_mask, keep_threshold, kernel_applies, masked_full
 
-__all__ = ["DropoutScheme", "BoundScheme", "SCHEMES", "get_scheme", "keep_threshold", "bernoulli_mask"]
+__all__ = ["DropoutScheme", "BoundScheme", "SCHEMES", "get_scheme", "scheme_name_iv", "keep_threshold", "bernoulli_mask"]
 
 Noise = Literal["bernoulli", "gaussian", "alpha"]
 Rescale = Literal["train", "eval"]
@@ -293,10 +293,12 @@ SCHEMES: dict[str, DropoutScheme] = {
 }
 
 
-def _get_scheme_iv(name):
+def scheme_name_iv(name, registry):
+    """``name`` if it is a key of ``registry``; else a TypeError (not a str) or a ValueError
+    listing the known names. Shared by every scheme registry (SCHEMES, STRUCTURED_SCHEMES)."""
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a scheme name (str); got {name!r}")
-    return choice_iv(name, "name", tuple(SCHEMES))
+    return choice_iv(name, "name", tuple(registry))
 
 
 def get_scheme(name):
@@ -307,4 +309,4 @@ def get_scheme(name):
     ValueError
         For an unknown name; the message lists the known names.
     """
-    return SCHEMES[_get_scheme_iv(name)]
+    return SCHEMES[scheme_name_iv(name, SCHEMES)]

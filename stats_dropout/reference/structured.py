@@ -52,7 +52,7 @@ from stats_dropout._internal.validation import (
 )
 from stats_dropout.reference import structured_theory as st
 from stats_dropout.reference.masks import bernoulli_mask
-from stats_dropout.reference.schemes import BoundScheme
+from stats_dropout.reference.schemes import BoundScheme, scheme_name_iv
 
 __all__ = ["DropBlockScheme", "StochasticDepthScheme", "STRUCTURED_SCHEMES", "get_structured_scheme",
            "dropblock_mask"]
@@ -286,6 +286,4 @@ STRUCTURED_SCHEMES = {
 
 def get_structured_scheme(name):
     """The structured scheme called ``name`` (ValueError listing the known names otherwise)."""
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a scheme name (str); got {name!r}")
-    return STRUCTURED_SCHEMES[choice_iv(name, "name", tuple(STRUCTURED_SCHEMES))]
+    return STRUCTURED_SCHEMES[scheme_name_iv(name, STRUCTURED_SCHEMES)]
