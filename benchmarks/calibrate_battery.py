@@ -69,7 +69,7 @@ def null_section(records):
         "95 % CI": _interval(table, "ci_low", "ci_high"), "nominal": table.nominal.map("{:.4f}".format),
         "verdict": table.verdict, "CI excludes expected": table.excluded.map("{:.4f}".format),
         "95 % CI ": _interval(table, "excluded_ci_low", "excluded_ci_high"),
-        "stated 1 − ci_level": table.stated_exclusion.map("{:.2g}".format), "coverage": table.coverage,
+        "stated 1 − coverage": table.stated_exclusion.map("{:.2g}".format), "coverage": table.coverage,
     })
     if table.raised.any():
         show.insert(4, "raised", table.raised)
@@ -115,7 +115,7 @@ def findings(table, ptable, null_records, power_records):
                      f"[{r.ci_low:.4f}, {r.ci_high:.4f}] against the stated {r.stated:g}.")
     bad = table[table.coverage == "FAIL"]
     if len(bad):
-        lines.append("- Printed intervals exclude the expected value more often than `1 − ci_level`: "
+        lines.append("- Printed intervals exclude the expected value more often than their simultaneous level allows: "
                      + ", ".join(f"{c} ({e:.4f} vs {s:.2g})" for c, e, s in zip(bad.check, bad.excluded,
                                                                              bad.stated_exclusion)) + ".")
     raised = [r for r in null_records + power_records if r.get("status") == "failed" and r.get("message")]
@@ -162,7 +162,7 @@ def page(meta, null_records, power_records):
         "of the false-fail budget it ran at (*nominal*, the mean of `result.per_check_false_fail_rate`). "
         "*verdict* is `ok` when the Clopper–Pearson 95 % interval of the measured rate reaches down to nominal "
         "(a check may be conservative). *CI excludes expected*: the fraction of decisions whose printed "
-        "interval `[ci_low, ci_high]` excludes the contract's value, against `1 − ci_level` (the printed level).",
+        "interval `[ci_low, ci_high]` excludes the contract's value, against the decision's false-fail rate (its simultaneous non-coverage, Decision.coverage).",
         "",
         markdown(show),
         "",

@@ -10,7 +10,7 @@ by simulation, at relaxed levels where a few thousand runs resolve them:
   4-D with half its entries 0, log-normal magnitudes), every statistical check run at least
   ``min_decisions`` times. Per check: the rejection rate with its Clopper–Pearson interval
   against the per-check share it ran at, and how often its printed interval excludes the
-  contract's value (against ``1 − ci_level``).
+  contract's value (against the decision's simultaneous ``1 − coverage`` = its false-fail rate).
 * **False pass** (:func:`power_study`, designs in :mod:`.calibration_bugs`): for each check a
   buggy implementation whose error equals the check's stated detectable effect (read from a
   run of the correct implementation at the same design), run over ``seeds`` seeds; the
@@ -145,7 +145,8 @@ def false_fail_table(records):
     ci_low, ci_high (Clopper–Pearson 95 %), nominal (mean per-check share
     the decisions ran at), verdict ("ok" when ci_low ≤ nominal, else "FAIL"), excluded (fraction
     of intervals [ci_low, ci_high] of the decisions that exclude ``expected``), excluded_ci_high,
-    stated_exclusion (mean 1 − ci_level), coverage ("ok" when the exclusion interval's low end ≤
+    stated_exclusion (mean false-fail rate of the decisions: the simultaneous non-coverage of the
+    reported interval, Decision.coverage), coverage ("ok" when the exclusion interval's low end ≤
     stated, else "FAIL").
     """
     _, ran = _ran(records)
@@ -157,7 +158,9 @@ def false_fail_table(records):
         nominal = float(g.nominal.mean())
         excl = int(((g.expected < g.ci_low) | (g.expected > g.ci_high)).sum())
         elow, ehigh = clopper_pearson(excl, n)
-        stated = float((1 - g.ci_level).mean())
+        # The printed interval of a decision over m elements is the worst element's, built at
+        # 1 − α/m: its coverage is the simultaneous 1 − α (Decision.coverage), not 1 − α/m.
+        stated = float(g.decision_rate.mean())
         raised = int(((g.status == "failed") & g.pvalue.isna()).sum())
         batteries = len(g[["impl", "shape", "seed"]].drop_duplicates())
         rows.append(dict(check=name, decisions=n, batteries=batteries, impls=g["impl"].nunique(),

@@ -21,7 +21,7 @@ from stats_dropout.verification.model_sites import (
     module_stack,
 )
 
-__all__ = ["eval_randomness", "same"]
+__all__ = ["eval_randomness", "same", "tensors"]
 
 
 def _tensors(torch, obj):
@@ -33,6 +33,11 @@ def _tensors(torch, obj):
     if isinstance(obj, (tuple, list)):
         return [t for v in obj for t in _tensors(torch, v)]
     return []
+
+
+def tensors(torch, obj):
+    """The tensors of a (nested) model output, in order (public: :mod:`~stats_dropout.verification.mc_dropout`)."""
+    return _tensors(torch, obj)
 
 
 def same(torch, a, b):

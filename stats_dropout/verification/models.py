@@ -6,7 +6,10 @@ by the functional recorder (``F.dropout`` called in a module's own forward). The
 in train mode on ``example_batch``; each site's first input becomes its ``example_input`` and the
 battery (:func:`~stats_dropout.verification.battery.verify_dropout`) runs on the site's module
 through the torch adapter. Two eval-mode forwards must agree; when they do not, the module still
-random in eval mode is named.
+random in eval mode is named, unless it is declared MC dropout (``mc_dropout=``): then eval-mode
+randomness is the contract and :func:`~stats_dropout.verification.mc_dropout.verify_mc_dropout`
+checks it instead (eval random, the average of T passes converging as 1/T to the train-mode mean,
+the gap to the weight-scaled output reported).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from stats_dropout.verification.adapters.dispatch import implementation as layer
 from stats_dropout.verification.adapters.pytorch import import_torch
 from stats_dropout.verification.battery import verify_dropout
 from stats_dropout.verification.implementation import Implementation
+from stats_dropout.verification.mc_dropout import MCDropoutResult, covers, declared_paths, verify_mc_dropout
 from stats_dropout.verification.model_eval import eval_randomness
-from stats_dropout.verification.model_sites import FUNCTIONAL_CONTRACTS, DropoutSite, capture, find_sites
+from stats_dropout.verification.model_sites import FUNCTIONAL_CONTRACTS, ROOT, DropoutSite, capture, find_sites
 
 __all__ = ["verify_model", "ModelVerificationResult", "SiteResult", "site_seed", "EVAL_CHECK"]
 
@@ -69,7 +73,10 @@ class ModelVerificationResult:
     eval_deterministic : bool or None
         Two eval-mode forwards gave equal outputs (None: not checked).
     eval_findings : tuple of (path, how)
-        The modules found random in eval mode.
+        The modules found random in eval mode, except those declared MC dropout.
+    mc_dropout : MCDropoutResult or None
+        The MC-dropout checks, when something is declared MC dropout (``verify_model(mc_dropout=)``);
+        its ``findings`` are the eval-random modules it covers (expected, not failures).
     false_fail_rate, false_pass_rate : float
         Per site battery (each battery splits its own over its checks).
     """
@@ -83,10 +90,17 @@ class ModelVerificationResult:
     false_pass_rate: float
     warnings: tuple = ()
     seconds: float = 0.0
+    mc_dropout: MCDropoutResult | None = None
+    mc_findings: tuple = ()
 
     @property
     def passed(self):
-        return self.eval_deterministic is not False and not any(r.verdict == "failed" for r in self.rows)
+        if any(r.verdict == "failed" for r in self.rows):
+            return False
+        if self.mc_dropout is not None:
+            # eval randomness is the contract; every random module found is declared (else a row failed)
+            return self.mc_dropout.passed and not self.eval_findings
+        return self.eval_deterministic is not False
 
     @property
     def sites(self):
@@ -100,8 +114,9 @@ class ModelVerificationResult:
     @property
     def total_false_fail_rate(self):
         """Bound on the probability that a correct model fails: the per-site rate times the batteries
-        run (union bound; the eval check is exact and adds nothing)."""
-        return self.false_fail_rate * len(self.sites)
+        run (union bound; the eval check is exact and adds nothing; the MC-dropout checks count as
+        one more battery)."""
+        return self.false_fail_rate * (len(self.sites) + (self.mc_dropout is not None))
 
     def to_frame(self):
         """One row per site: path, kind, keep_prob, verdict, failing_checks, calls, input_shape,
@@ -119,13 +134,19 @@ class ModelVerificationResult:
 
     def __str__(self):
         counts = {v: sum(r.verdict == v for r in self.rows) for v in VERDICTS}
-        n = len(self.sites)
+        n = len(self.sites) + (self.mc_dropout is not None)
         head = (f"stats_dropout model verification of {self.model}: {'PASSED' if self.passed else 'FAILED'} "
                 f"({len(self.rows)} rows: " + ", ".join(f"{c} {v}" for v, c in counts.items()) + ") — "
                 f"seed {self.seed}, false-fail rate {self.false_fail_rate:g} per site, at most "
                 f"{self.total_false_fail_rate:.3g} in total over {n} batteries (union bound); false-pass "
                 f"rate {self.false_pass_rate:g} per site; {self.seconds:.1f} s")
-        if self.eval_deterministic is None:
+        if self.mc_dropout is not None:
+            lines = [head, str(self.mc_dropout)]
+            lines += [f"  declared MC dropout, random in eval mode: {path}: {how}" for path, how in self.mc_findings]
+            if self.eval_findings:
+                lines.append("Eval mode: also random where not declared MC dropout:")
+                lines += [f"  {path}: {how}" for path, how in self.eval_findings]
+        elif self.eval_deterministic is None:
             lines = [head, "Eval mode: not checked"]
         elif self.eval_deterministic and not self.eval_findings:
             lines = [head, "Eval mode: deterministic (two eval-mode forwards, torch seeded differently, agree)"]
@@ -188,7 +209,12 @@ def _functional_implementation(torch, site, call, active_in_eval):
                           inplace=call.inplace, rng_source="torch", name=site.path, **site.overrides)
 
 
-def _run_site(torch, site, captured, calls, *, functional_call, active_in_eval, dtype, seed, rates):
+def _weight_scaled_eval(x):
+    """An MC-dropout site's eval path with dropout truly off (the weight-scaled output of inverted dropout)."""
+    return x
+
+
+def _run_site(torch, site, captured, calls, *, functional_call, active_in_eval, dtype, seed, rates, mc=False):
     """The SiteResult of one site (its battery, or why it cannot run)."""
     started = time.perf_counter()
     fields = dict(path=site.path, kind=site.kind, keep_prob=site.keep_prob, calls=calls)
@@ -213,6 +239,10 @@ def _run_site(torch, site, captured, calls, *, functional_call, active_in_eval, 
                 "dropout", "channel", "alpha", "feature_alpha") else site.keep_prob)
             impl = layer_implementation(site.module, keep_prob=keep_prob, example_input=x, name=site.path,
                                         **overrides)
+            if mc:  # random in eval by design: the battery's eval checks run on the weight-scaled path
+                impl = dataclasses.replace(impl, eval=_weight_scaled_eval)
+                notes.append("MC dropout: battery eval path is the weight-scaled one (dropout off); eval-mode "
+                             "randomness checked by the MC checks")
         result = verify_dropout(impl, seed=site_seed(seed, site.path), false_fail_rate=rates[0],
                                 false_pass_rate=rates[1])
     except (TypeError, ValueError) as exc:
@@ -241,7 +271,8 @@ def _verify_model_iv(model, sites, seed, false_fail_rate, false_pass_rate, dtype
 
 
 def verify_model(model, example_batch, *, sites=None, seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3,
-                 dtype=None, functional=True, check_eval=True, timeout=None):
+                 dtype=None, functional=True, check_eval=True, timeout=None, mc_dropout=None,
+                 mc_relative_effect=0.05, mc_variance_effect=1.0):
     """Verify every dropout site of a torch model on the activations it really sees.
 
     Parameters
@@ -285,6 +316,24 @@ def verify_model(model, example_batch, *, sites=None, seed=0, false_fail_rate=1e
     check_eval : bool, default True
         Run two eval-mode forwards and require equal outputs; name the modules still random
         (:func:`~stats_dropout.verification.model_eval.eval_randomness`).
+    mc_dropout : bool, list of str or None, default None
+        What is random in eval mode **by design** (MC dropout, Gal & Ghahramani 2016): True for
+        the whole model, a list of module paths (a functional site ``"caller:F.dropout"`` counts
+        as its caller), None (default) for the modules with an attribute ``mc_dropout = True``
+        only (none in an ordinary model: the usual eval check), False for nothing (attributes
+        ignored). When something is declared, eval-mode randomness inside it is expected, not a
+        failure (the modules found random there are ``result.mc_findings``; randomness elsewhere
+        still fails), a declared site's battery checks its train mode against the weight-scaled
+        eval path (dropout off: the identity), and the eval check becomes
+        :func:`~stats_dropout.verification.mc_dropout.verify_mc_dropout` (``result.mc_dropout``):
+        eval is random (else "mc_dropout declared but eval is deterministic"), the variance of the
+        average of T eval passes is 1/T of one pass's (T = 4, 16), the MC mean equals the
+        train-mode mean (sites in train mode, the rest in eval), the gap to the weight-scaled
+        output is reported with its CI. Those decisions share ``false_fail_rate`` (split over 3)
+        and are counted as one more battery in ``total_false_fail_rate``.
+    mc_relative_effect, mc_variance_effect : float
+        The relative error of the MC mean (default 0.05) and of the variance ratio (default 1)
+        the MC checks are sized to detect with probability ``1 − false_pass_rate``.
     timeout : float, optional
         Seconds each call into the model may take (the train-mode capture forward, the eval
         forwards, every site's battery calls), as in :func:`verify_dropout`; one limit for the
@@ -312,14 +361,18 @@ def verify_model(model, example_batch, *, sites=None, seed=0, false_fail_rate=1e
     timeout = timeout_iv(timeout)
     # No limit of its own: an enclosing time_limit block (the command line's --timeout) applies.
     with time_limit(timeout) if timeout is not None else contextlib.nullcontext():
-        return _verify_model(torch, model, example_batch, sites, seed, alpha, beta, dtype, functional, check_eval)
+        return _verify_model(torch, model, example_batch, sites, seed, alpha, beta, dtype, functional, check_eval,
+                             declared_paths(model, mc_dropout), (mc_relative_effect, mc_variance_effect))
 
 
-def _verify_model(torch, model, example_batch, sites, seed, alpha, beta, dtype, functional, check_eval):
+def _verify_model(torch, model, example_batch, sites, seed, alpha, beta, dtype, functional, check_eval,
+                  declared=(), mc_effects=(0.05, 1.0)):
     started = time.perf_counter()
     found = find_sites(model, sites)
     cap = capture(model, example_batch, found, seed=seed, functional=functional and sites is None)
     eval_det, findings = eval_randomness(model, example_batch, seed=seed) if check_eval else (None, [])
+    mc_findings = [(p, how) for p, how in findings if declared and covers(declared, p)]
+    findings = [(p, how) for p, how in findings if not (declared and covers(declared, p))]
     active_callers = {path for path, how in findings if "training=True" in how}
     functional_sites = []
     for (caller, name), call in cap.functional.items():
@@ -332,11 +385,12 @@ def _verify_model(torch, model, example_batch, sites, seed, alpha, beta, dtype, 
     for site in found:
         rows.append(_run_site(torch, site, cap.inputs.get(site.path), cap.calls.get(site.path, 0),
                               functional_call=None, active_in_eval=False, dtype=dtype, seed=seed,
-                              rates=(alpha, beta)))
+                              rates=(alpha, beta), mc=bool(declared) and covers(declared, site.path)))
     for site, call in functional_sites:
         rows.append(_run_site(torch, site, (call.input, 0), call.calls, functional_call=call,
-                              active_in_eval=call.caller in active_callers, dtype=dtype, seed=seed,
-                              rates=(alpha, beta)))
+                              active_in_eval=call.caller in active_callers and not (
+                                  declared and covers(declared, site.path)), dtype=dtype, seed=seed,
+                              rates=(alpha, beta), mc=bool(declared) and covers(declared, site.path)))
     rows = _mark_eval_findings(rows, findings)
     warnings = []
     if not found and not functional_sites:
@@ -348,8 +402,16 @@ def _verify_model(torch, model, example_batch, sites, seed, alpha, beta, dtype, 
         warnings.append(f"{len(capped)} site(s) had their draws capped (small activations): their smallest "
                         "detectable errors exceed the battery's defaults (min_detectable_effect in "
                         "result.sites[path].to_frame()); a larger example_batch restores them")
+    mc = None
+    if declared and check_eval:
+        site_paths = [s.path for s in found] + [s.path for s, _ in functional_sites]
+        site_paths += [p for p in declared if p != ROOT and p not in site_paths]
+        train_paths = [p.split(":F.")[0] for p in site_paths]
+        mc = verify_mc_dropout(model, example_batch, declared=declared, site_paths=site_paths,
+                               train_paths=train_paths, seed=seed, false_fail_rate=alpha, false_pass_rate=beta,
+                               relative_effect=mc_effects[0], variance_effect=mc_effects[1])
     return ModelVerificationResult(type(model).__name__, tuple(rows), eval_det, tuple(findings), seed, alpha, beta,
-                                   tuple(warnings), time.perf_counter() - started)
+                                   tuple(warnings), time.perf_counter() - started, mc, tuple(mc_findings))
 
 
 def _mark_eval_findings(rows, findings):
