@@ -162,7 +162,8 @@ def page(meta, null_records, power_records):
         "of the false-fail budget it ran at (*nominal*, the mean of `result.per_check_false_fail_rate`). "
         "*verdict* is `ok` when the Clopper–Pearson 95 % interval of the measured rate reaches down to nominal "
         "(a check may be conservative). *CI excludes expected*: the fraction of decisions whose printed "
-        "interval `[ci_low, ci_high]` excludes the contract's value, against the decision's false-fail rate (its simultaneous non-coverage, Decision.coverage).",
+        "interval `[ci_low, ci_high]` excludes the contract's value, against the decision's false-fail rate "
+        "(its simultaneous non-coverage, Decision.coverage).",
         "",
         markdown(show),
         "",

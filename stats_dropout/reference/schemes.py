@@ -28,7 +28,8 @@ from stats_dropout._internal.validation import (
 from stats_dropout.reference import theory
 from stats_dropout.reference.masks import apply_mask, bernoulli_mask, keep_threshold, kernel_applies, masked_full
 
-__all__ = ["DropoutScheme", "BoundScheme", "SCHEMES", "get_scheme", "scheme_name_iv", "keep_threshold", "bernoulli_mask"]
+__all__ = ["DropoutScheme", "BoundScheme", "SCHEMES", "get_scheme", "scheme_name_iv", "keep_threshold",
+           "bernoulli_mask"]
 
 Noise = Literal["bernoulli", "gaussian", "alpha"]
 Rescale = Literal["train", "eval"]
