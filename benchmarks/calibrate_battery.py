@@ -52,7 +52,7 @@ def markdown(frame, formats=None):
                 cells.append(f"{v:.4g}")
             else:
                 cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
