@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from stats_dropout.inference.results import Decision
 from stats_dropout.inference.stats import decide_keep_rate, decide_mean_equal
 from stats_dropout.inference.units import min_rate_errors_detectable_exactly, min_trials_for_silent_group
 from stats_dropout.verification.checks.common import from_decision, lazy_hint, skipped, unusable
@@ -82,7 +83,8 @@ def decide_per_group(run, name, p, counts, trials, prop, what):
 
 
 def _result(run, name, p, outcome, hint=""):
-    return outcome if not hasattr(outcome, "rejected") else from_decision(name, p, outcome, hint)
+    """:func:`decide_per_group`'s outcome as a check result: a skip as it is, a decision judged."""
+    return from_decision(name, p, outcome, hint) if isinstance(outcome, Decision) else outcome
 
 
 def check_keep_rate_per_position(run, p):
@@ -143,10 +145,7 @@ def check_mean_per_unit(run, p):
         return _result(run, name, p, out, hint)
     mom = ev.moments.to_result(None)
     x = run.x_unit
-    mu, var = run.contract.mean(x, p), run.contract.var(x, p)
-    observable = mu != 0
-    if not observable.any():
-        return skipped(name, p, "nothing observable: every input is 0")
+    mu, var = run.contract.mean(x, p), run.contract.var(x, p)  # an all-zero probe: unusable() said so
     d = decide_mean_equal(mom, mu, false_fail_rate=run.alpha, false_pass_rate=run.beta, scale=mu,
                           rtol=rounding_rtol(run, p), atol=1e-300, property=prop,
                           null_sd=np.sqrt(var))  # a unit's mean of Gaussian noise is exactly normal

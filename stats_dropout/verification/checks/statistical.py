@@ -195,6 +195,23 @@ def check_row_dispersion(run, p):
     return from_decision(name, p, d, hint)
 
 
+def worst_of(decisions, alpha):
+    """One check's decision from k decisions made at α/k each (Bonferroni): the smallest p-value's.
+
+    Its p-value is adjusted (×k) and stated at the check's level α, the rate at which the check
+    as a whole fails a correct implementation; its interval stays at 1 − α/k, one of k that hold
+    together at 1 − α (``Decision.coverage``). Reporting the selected decision at α/k (as both
+    users of this once did) understated the check's false-fail rate and overstated the coverage
+    of its interval (check_output_moments: excluded its target 0.015 of the time at a stated 0.0087).
+    """
+    k = len(decisions)
+    d = min(decisions, key=lambda q: q.pvalue)
+    if k == 1:
+        return d
+    return dataclasses.replace(d, pvalue=min(1.0, d.pvalue * k), false_fail_rate=alpha, ci_level=1 - alpha / k,
+                               details={**d.details, "ci_alpha": alpha / k, "n_elements": k})
+
+
 def _correlation_decision(prop, sums, alpha, beta):
     r = sums.correlation()
     n = sums.n
@@ -221,11 +238,7 @@ def check_independence_units(run, p):
     alpha = run.alpha / len(axes)
     decisions = [_correlation_decision(f"correlation of neighbouring masks along axis {a}",
                                        ev.pairs.axis_pairs[a], alpha, run.beta) for a in axes]
-    d = min(decisions, key=lambda q: q.pvalue)
-    # One decision over the axes: report the Bonferroni-adjusted p-value against the check's
-    # own level (the interval is already at the per-axis level α/len(axes)).
-    d = dataclasses.replace(d, pvalue=min(1.0, d.pvalue * len(axes)), false_fail_rate=run.alpha,
-                            ci_level=1 - alpha, details={**d.details, "ci_alpha": alpha, "n_elements": len(axes)})
+    d = worst_of(decisions, run.alpha)
     return from_decision(name, p, d, lazy_hint(
         run, p, fallback="Units must be dropped independently; a mask shared along an axis must be declared "
                          "with shared_axes."))
@@ -306,7 +319,7 @@ def check_output_moments(run, p):
         band = rounding_rtol(run, p, power)
         decisions.append(decide_mean_equal(mom, target, false_fail_rate=run.alpha / 2, false_pass_rate=run.beta,
                                            rtol=band, atol=band * rms if power == 1 else 1e-12, property=label))
-    d = min(decisions, key=lambda q: q.pvalue)
+    d = worst_of(decisions, run.alpha)
     return from_decision(name, p, d, "Alpha dropout must keep the mean 0 and variance 1 of N(0, 1) "
                                       "inputs: dropped units take a·α' + b, kept units a·x + b.")
 
