@@ -40,14 +40,23 @@ from stats_dropout.verification.registry import REGISTRY
 
 __all__ = ["FALSE_FAIL_RATE", "FALSE_PASS_RATE", "SHAPES", "CORRECT", "POWER_DESIGNS", "NULL_PLAN", "STATISTICAL",
            "battery_lock", "null_cells", "null_cell", "null_study", "false_fail_table", "false_fail_cells",
-           "power_pilot", "power_cells", "power_cell", "power_study", "power_table", "clopper_pearson", "calibrate"]
+           "power_pilot", "power_cells", "power_cell", "power_study", "power_table", "clopper_pearson",
+           "verdict_level", "verdict_count", "calibrate", "VERDICT_FAMILY_LEVEL"]
 
 #: Relaxed battery levels of the study: total false-fail rate (split over the statistical checks
 #: that run) and false-pass rate.
 FALSE_FAIL_RATE = 0.2
 FALSE_PASS_RATE = 0.1
-#: Level of the intervals around measured rates.
+#: Level of the intervals around measured rates shown in the tables.
 CI_LEVEL = 0.95
+#: Family-wise level of a calibration's verdicts. A page holds K verdicts (false fail and
+#: coverage per statistical check, false pass per power design); at 97.5 % one-sided each, about
+#: K/40 of them would read FAIL by chance if every check were exactly at its stated rate (K = 44:
+#: at least one FAIL with probability 0.67), so a fixed-seed slow test of all of them would fail
+#: by chance most of the time. Each verdict therefore uses the Bonferroni share (one-sided
+#: 1 − 0.05/K, :func:`verdict_level`): a page with every check at its stated rate shows a FAIL
+#: with probability at most 0.05.
+VERDICT_FAMILY_LEVEL = 0.95
 
 #: Names of the checks that make a statistical decision.
 STATISTICAL = tuple(spec.name for spec in REGISTRY if spec.statistical)
@@ -124,6 +133,23 @@ def null_cell(cell):
     return records
 
 
+def verdict_count():
+    """K: the verdicts of one calibration (two per statistical check, one per power design)."""
+    from stats_dropout.studies.calibration_bugs import POWER_DESIGNS as designs
+
+    return 2 * len(STATISTICAL) + len(designs)
+
+
+def verdict_level(k=None):
+    """Two-sided Clopper–Pearson level whose lower bound is one-sided at ``1 − (1 − F)/K``.
+
+    ``F`` = :data:`VERDICT_FAMILY_LEVEL`, ``K`` = :func:`verdict_count` (Bonferroni over the
+    page): ``1 − 2(1 − F)/K``, 0.9977 for K = 44.
+    """
+    k = verdict_count() if k is None else k
+    return 1 - 2 * (1 - VERDICT_FAMILY_LEVEL) / k
+
+
 def clopper_pearson(k, n, level=CI_LEVEL):
     """Exact interval for a binomial proportion ``k/n`` (``(nan, nan)`` when n = 0)."""
     if n == 0:
@@ -143,10 +169,11 @@ def false_fail_table(records):
     Columns: check, decisions (results that were not skipped), batteries, impls, shapes,
     rejections (raised: of them, failures without a decision, i.e. the check raised), measured,
     ci_low, ci_high (Clopper–Pearson 95 %), nominal (mean per-check share
-    the decisions ran at), verdict ("ok" when ci_low ≤ nominal, else "FAIL"), excluded (fraction
+    the decisions ran at), verdict_ci_low (the Clopper–Pearson lower bound at :func:`verdict_level`,
+    the page's Bonferroni share), verdict ("ok" when verdict_ci_low ≤ nominal, else "FAIL"), excluded (fraction
     of intervals [ci_low, ci_high] of the decisions that exclude ``expected``), excluded_ci_high,
     stated_exclusion (mean false-fail rate of the decisions: the simultaneous non-coverage of the
-    reported interval, Decision.coverage), coverage ("ok" when the exclusion interval's low end ≤
+    reported interval, Decision.coverage), coverage ("ok" when the exclusion's verdict_level lower bound ≤
     stated, else "FAIL").
     """
     _, ran = _ran(records)
@@ -155,9 +182,11 @@ def false_fail_table(records):
         g = ran[ran.check == name]
         n, k = len(g), int((g.status == "failed").sum())
         low, high = clopper_pearson(k, n)
+        vlow = clopper_pearson(k, n, verdict_level())[0]
         nominal = float(g.nominal.mean())
         excl = int(((g.expected < g.ci_low) | (g.expected > g.ci_high)).sum())
         elow, ehigh = clopper_pearson(excl, n)
+        evlow = clopper_pearson(excl, n, verdict_level())[0]
         # The printed interval of a decision over m elements is the worst element's, built at
         # 1 − α/m: its coverage is the simultaneous 1 − α (Decision.coverage), not 1 − α/m.
         stated = float(g.decision_rate.mean())
@@ -165,9 +194,10 @@ def false_fail_table(records):
         batteries = len(g[["impl", "shape", "seed"]].drop_duplicates())
         rows.append(dict(check=name, decisions=n, batteries=batteries, impls=g["impl"].nunique(),
                          shapes=g["shape"].nunique(), rejections=k, raised=raised, measured=k / n,
-                         ci_low=low, ci_high=high, nominal=nominal, verdict="ok" if low <= nominal else "FAIL",
-                         excluded=excl / n, excluded_ci_low=elow, excluded_ci_high=ehigh,
-                         stated_exclusion=stated, coverage="ok" if elow <= stated else "FAIL"))
+                         ci_low=low, ci_high=high, verdict_ci_low=vlow, nominal=nominal,
+                         verdict="ok" if vlow <= nominal else "FAIL", excluded=excl / n, excluded_ci_low=elow,
+                         excluded_ci_high=ehigh, excluded_verdict_ci_low=evlow, stated_exclusion=stated,
+                         coverage="ok" if evlow <= stated else "FAIL"))
     return pd.DataFrame(rows)
 
 
@@ -275,7 +305,8 @@ def power_table(records):
     """One row per design: check, bug, design, effect (signed, as built), stated mde (pilot; mean in
     the bug runs), units, seeds, skipped runs, raised (failed without a decision: the check raised,
     counted as caught), false passes, measured, ci_low, ci_high (Clopper–Pearson 95 %), stated
-    false-pass rate (the pilot's), verdict ("ok" when ci_low ≤ stated, else "FAIL")."""
+    false-pass rate (the pilot's), verdict_ci_low (lower bound at :func:`verdict_level`), verdict ("ok"
+    when verdict_ci_low ≤ stated, else "FAIL")."""
     frame = pd.DataFrame.from_records(records)
     rows = []
     for row in [r for r in POWER_DESIGNS if r in set(frame.row)]:
@@ -284,14 +315,15 @@ def power_table(records):
         ran = g[g.status != "skipped"]
         n, k = len(ran), int((ran.status == "passed").sum())
         low, high = clopper_pearson(k, n)
+        vlow = clopper_pearson(k, n, verdict_level())[0] if n else math.nan
         stated = float(g.stated.iloc[0])
         raised = int(((ran.status == "failed") & (ran.message != "")).sum())
         rows.append(dict(check=check, bug=words, design=f"{contract}, {shape}, p={p:g}",
                          effect=float(g.effect.iloc[0]), stated_mde=float(g.pilot_mde.iloc[0]),
                          mde_in_runs=float(ran.mde.mean()) if n else math.nan, units=ran.units.max() if n else "",
                          seeds=len(g), skipped=len(g) - n, raised=raised, false_passes=k,
-                         measured=k / n if n else math.nan, ci_low=low, ci_high=high, stated=stated,
-                         verdict="ok" if n and low <= stated else "FAIL"))
+                         measured=k / n if n else math.nan, ci_low=low, ci_high=high, verdict_ci_low=vlow,
+                         stated=stated, verdict="ok" if n and vlow <= stated else "FAIL"))
     return pd.DataFrame(rows)
 
 

@@ -12,10 +12,10 @@ from stats_dropout.studies import calibration as cal
 from stats_dropout.studies import calibration_bugs as bugs
 
 FALSE_FAIL_COLUMNS = ["check", "decisions", "batteries", "impls", "shapes", "rejections", "raised", "measured",
-                      "ci_low", "ci_high", "nominal", "verdict", "excluded", "excluded_ci_low", "excluded_ci_high",
-                      "stated_exclusion", "coverage"]
+                      "ci_low", "ci_high", "verdict_ci_low", "nominal", "verdict", "excluded", "excluded_ci_low",
+                      "excluded_ci_high", "excluded_verdict_ci_low", "stated_exclusion", "coverage"]
 POWER_COLUMNS = ["check", "bug", "design", "effect", "stated_mde", "mde_in_runs", "units", "seeds", "skipped",
-                 "raised", "false_passes", "measured", "ci_low", "ci_high", "stated", "verdict"]
+                 "raised", "false_passes", "measured", "ci_low", "ci_high", "verdict_ci_low", "stated", "verdict"]
 
 
 def test_null_cells_cover_the_plan_with_distinct_seeds():
@@ -71,6 +71,16 @@ def test_clopper_pearson():
     low, high = cal.clopper_pearson(5, 100)
     assert low < 0.05 < high
     assert np.isnan(cal.clopper_pearson(0, 0)[0])
+
+
+def test_verdicts_take_their_bonferroni_share_of_a_95_percent_family():
+    k = cal.verdict_count()
+    assert k == 2 * len(cal.STATISTICAL) + len(bugs.POWER_DESIGNS)
+    assert cal.verdict_level(k) == pytest.approx(1 - 0.1 / k)
+    # 77 of 3540 at nominal 0.017: the per-row 95 % interval clears nominal, the family bound does not.
+    assert cal.clopper_pearson(77, 3540)[0] > 0.017 > cal.clopper_pearson(77, 3540, cal.verdict_level())[0]
+    # The family verdict can still fail: 1.5 × nominal at these counts is far outside.
+    assert cal.clopper_pearson(90, 3540, cal.verdict_level())[0] > 0.017
 
 
 # --- the bugs have the effects they claim ---------------------------------------------------
