@@ -1,6 +1,7 @@
-"""``stats-dropout verify-model MODULE:FACTORY``: every dropout site of a torch model.
+"""``stats-dropout verify-model MODULE:FACTORY``: every dropout site of a model.
 
-``FACTORY()`` returns ``(model, example_batch)``; the model is verified by
+``FACTORY()`` returns ``(model, example_batch)``, the model a torch ``nn.Module``, a flax
+``nnx.Module`` or a keras model; it is verified by
 :func:`stats_dropout.verification.models.verify_model` and the per-site table printed.
 ``run(args) -> int`` is the handler :mod:`stats_dropout.cli` delegates to. Exit codes: 0 every
 site passed and eval mode is deterministic, 1 a site failed or eval mode is random, 2 usage
@@ -18,7 +19,7 @@ import sys
 from stats_dropout.cli.errors import UsageError, add_timeout_argument, hang_line, timeout_arg
 from stats_dropout.cli.targets import restored_sys_path
 
-__all__ = ["run", "add_arguments", "load_factory"]
+__all__ = ["run", "add_arguments", "load_factory", "mc_dropout_arg"]
 
 
 def add_arguments(parser):
@@ -31,6 +32,10 @@ def add_arguments(parser):
     parser.add_argument("--false-fail-rate", type=float, default=1e-6, dest="false_fail_rate",
                         help="false-fail rate of each site's battery; the model's total is at most this "
                              "times the number of sites (default: 1e-6)")
+    parser.add_argument("--mc-dropout", nargs="*", default=None, dest="mc_dropout", metavar="PATH",
+                        help="eval mode is random by design (MC dropout): alone for the whole model, or the "
+                             "module paths that are; their eval-mode randomness is then expected and checked "
+                             "to converge (default: only modules with an attribute mc_dropout = True)")
     parser.add_argument("--csv", default=None, help="also write the per-site table to this CSV file")
     add_timeout_argument(parser)
     return parser
@@ -52,10 +57,25 @@ def load_factory(target):
     if not isinstance(made, tuple) or len(made) != 2:
         raise UsageError(f"{target}() must return (model, example_batch); got {type(made).__name__}"
                          + (f" of length {len(made)}" if isinstance(made, tuple) else ""))
-    torch = sys.modules.get("torch")
-    if torch is None or not isinstance(made[0], torch.nn.Module):
-        raise UsageError(f"{target}() must return a torch.nn.Module first; got {type(made[0]).__name__}")
+    if not _is_model(made[0]):
+        raise UsageError(f"{target}() must return a torch.nn.Module, flax nnx.Module or keras model first; "
+                         f"got {type(made[0]).__name__}")
     return made
+
+
+def _is_model(obj):
+    """A model of a framework the factory has imported (none is imported here)."""
+    torch, nnx, keras = (sys.modules.get(name) for name in ("torch", "flax.nnx", "keras"))
+    return bool((torch is not None and isinstance(obj, torch.nn.Module))
+                or (nnx is not None and isinstance(obj, nnx.Module))
+                or (keras is not None and isinstance(obj, keras.layers.Layer)))
+
+
+def mc_dropout_arg(values):
+    """``--mc-dropout`` as verify_model's ``mc_dropout``: None (absent), True (no paths), the paths."""
+    if values is None:
+        return None
+    return True if len(values) == 0 else list(values)
 
 
 def run(args):
@@ -81,7 +101,8 @@ def run(args):
         from stats_dropout.verification.models import verify_model
 
         try:
-            result = verify_model(model, batch, sites=args.sites, seed=seed, false_fail_rate=rate)
+            result = verify_model(model, batch, sites=args.sites, seed=seed, false_fail_rate=rate,
+                                  mc_dropout=mc_dropout_arg(args.mc_dropout))
         except CallTimeout as exc:  # a forward outside the batteries hung: a failure, not a usage error
             print(f"stats-dropout verify-model {args.target}: FAILED: {exc}", file=sys.stderr, flush=True)
             return 1

@@ -129,3 +129,19 @@ def test_direct_call_restores_modes_and_rng(mt):
         verify_model(model, batch, sites=[], mc_dropout=["nope"])
     with pytest.raises(TypeError, match="`mc_dropout`"):
         verify_model(model, batch, sites=[], mc_dropout="head")
+
+
+def test_cli_mc_dropout_flag(capsys):
+    import argparse
+
+    from stats_dropout.cli.verify_model import add_arguments, mc_dropout_arg, run
+
+    def cli(*argv):
+        return run(add_arguments(argparse.ArgumentParser()).parse_args(list(argv)))
+
+    assert (mc_dropout_arg(None), mc_dropout_arg([]), mc_dropout_arg(["head"])) == (None, True, ["head"])
+    target = f"{FIXTURES / 'models_torch.py'}:mc_dropout_linear"
+    assert cli(target) == 1  # undeclared: random in eval is the F.dropout-left-on bug
+    assert "RANDOM" in capsys.readouterr().out
+    assert cli(target, "--mc-dropout") == 0
+    assert "MC dropout (whole model): eval random by design" in capsys.readouterr().out
