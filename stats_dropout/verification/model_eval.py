@@ -21,7 +21,7 @@ from stats_dropout.verification.model_sites import (
     module_stack,
 )
 
-__all__ = ["eval_randomness", "same", "tensors"]
+__all__ = ["eval_randomness", "same", "tensors", "same_arrays", "compare_site_passes"]
 
 
 def _tensors(torch, obj):
@@ -141,4 +141,57 @@ def _compare_passes(torch, model, batch, seed):
             if not inner and path not in found:
                 found[path] = ("its eval-mode output differs between two forwards on the same input "
                                "(randomness left on in eval mode)")
+    return deterministic, sorted(found.items())
+
+
+def same_arrays(a, b):
+    """Two lists of numpy arrays are equal, shapes and dtypes included (NaN equal to NaN); the
+    framework-neutral :func:`same` of the flax nnx and keras model paths."""
+    import numpy as np
+
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+            return False
+    return True
+
+
+def compare_site_passes(out1, out2, seen1, seen2, eval_flags=None):
+    """Eval-mode findings of the flax nnx and keras model paths from two recorded eval forwards.
+
+    Parameters
+    ----------
+    out1, out2 : list of numpy arrays
+        The two forwards' outputs (flattened).
+    seen1, seen2 : dict
+        ``{path: (inputs, output)}`` of each recorded module's first call in each pass (lists of
+        arrays); paths are ``.``-joined, ``"<root>"`` the model.
+    eval_flags : dict, optional
+        ``{path: how}`` for sites called with an explicit train flag in eval mode
+        (``deterministic=False``, ``training=True``): named even when the outputs agree.
+
+    Returns
+    -------
+    deterministic : bool
+    found : list of (path, how)
+        The flagged sites, and the innermost recorded modules whose inputs were equal in both
+        passes but whose outputs were not (as :func:`eval_randomness` for torch); when the outputs
+        differ and nothing explains it, one ``("<root>", ...)`` finding.
+    """
+    deterministic = same_arrays(out1, out2)
+    found = dict(eval_flags or {})
+    random = [p for p in seen1 if p in seen2 and same_arrays(seen1[p][0], seen2[p][0])
+              and not same_arrays(seen1[p][1], seen2[p][1])]
+    for path in random:
+        inner = [q for q in random if q != path and (path == ROOT or q.startswith(path + "."))]
+        covered = any(q == path or q.startswith(path + ".") for q in found) if path != ROOT else bool(found)
+        if not inner and not covered:
+            found[path] = ("its eval-mode output differs between two forwards on the same input "
+                           "(randomness left on in eval mode)")
+    if not deterministic and not found:
+        found[ROOT] = "the eval-mode output differs between two forwards (randomness left on in eval mode)"
     return deterministic, sorted(found.items())

@@ -23,7 +23,7 @@ from stats_dropout.verification.adapters.pytorch import import_torch, keep_prob_
 
 __all__ = ["DropoutSite", "find_sites", "classify", "capture", "call_model", "module_stack", "functional_recorder",
            "NAME_MARKERS", "KEEP_ATTRIBUTES", "RATE_ATTRIBUTES", "FUNCTIONAL_CONTRACTS", "ROOT", "Capture",
-           "FunctionalCall"]
+           "FunctionalCall", "patched_methods"]
 
 #: A module of a class torch does not define is a dropout site if its class name contains one of
 #: these (case-insensitive) and it has a keep or rate attribute.
@@ -331,3 +331,68 @@ def capture(model, batch, sites, *, seed=0, functional=True):
         for m, training in modes:
             m.training = training
     return Capture(inputs, calls, functional_calls, output)
+
+
+@contextlib.contextmanager
+def patched_methods(instances, method, record, stop=()):
+    """Wrap ``method`` of the classes of ``instances`` so that their calls are recorded, by identity.
+
+    Used by the flax nnx (``__call__``) and keras (``call``) model paths, which have no hooks:
+    every class in the MRO of an instance's type that defines ``method`` itself (up to, not
+    including, a class of ``stop``) is patched **at class level**, and the originals are put
+    back on exit, even if the body raises. Only calls on the given instances are recorded, and
+    only the outermost one (a subclass's method calling ``super()``'s is one call).
+
+    Parameters
+    ----------
+    instances : dict
+        ``{id(instance): (path, instance)}``.
+    method : str
+    record : callable
+        ``record(path, args, kwargs, output)`` after each recorded call (``args`` without self).
+    stop : tuple of type
+        Classes whose (and whose bases') ``method`` is left alone.
+    """
+    active = set()
+    patched = []
+    for cls in _site_classes(instances, stop):
+        if method in cls.__dict__:
+            patched.append(cls)
+    originals = [(cls, cls.__dict__[method]) for cls in patched]
+    paths = {key: path for key, (path, _) in instances.items()}
+
+    def wrap(original):
+        def wrapper(self, *args, **kwargs):
+            key = id(self)
+            if key not in paths or key in active:
+                return original(self, *args, **kwargs)
+            active.add(key)
+            try:
+                output = original(self, *args, **kwargs)
+            finally:
+                active.discard(key)
+            record(paths[key], args, kwargs, output)
+            return output
+
+        wrapper.__wrapped__ = original
+        return wrapper
+
+    for cls, original in originals:
+        setattr(cls, method, wrap(original))
+    try:
+        yield
+    finally:
+        for cls, original in originals:
+            setattr(cls, method, original)
+
+
+def _site_classes(instances, stop):
+    """The classes of the instances' MROs, each before the first class of ``stop``."""
+    out = []
+    for _, obj in instances.values():
+        for cls in type(obj).__mro__:
+            if cls in stop or cls is object:
+                break
+            if cls not in out:
+                out.append(cls)
+    return out

@@ -1,4 +1,4 @@
-"""``verify_model``: every dropout site of a torch model, verified on the activation it really sees.
+"""``verify_model``: every dropout site of a torch, flax nnx or keras 3 model, on the activation it really sees.
 
 The sites are found by :func:`~stats_dropout.verification.model_sites.find_sites` (torch dropout
 classes, classes named like dropout / drop path with a rate attribute, or the user's list) and
@@ -10,6 +10,11 @@ random in eval mode is named, unless it is declared MC dropout (``mc_dropout=``)
 randomness is the contract and :func:`~stats_dropout.verification.mc_dropout.verify_mc_dropout`
 checks it instead (eval random, the average of T passes converging as 1/T to the train-mode mean,
 the gap to the weight-scaled output reported).
+
+A flax ``nnx.Module`` or a keras 3 model (any ``keras.layers.Layer``) takes the same route with
+the framework's own discovery and capture (:mod:`~stats_dropout.verification.model_sites_flax`,
+:mod:`~stats_dropout.verification.model_sites_keras`) and the framework's layer adapter for each
+site's battery; the torch-only options (``functional``, ``mc_dropout``) do not apply there.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from stats_dropout._internal.timeouts import time_limit, timeout_iv
 from stats_dropout._internal.validation import probability_iv, seed_iv
 from stats_dropout.inference.verdicts import VerificationResult
+from stats_dropout.verification.adapters.dispatch import framework_of
 from stats_dropout.verification.adapters.dispatch import implementation as layer_implementation
 from stats_dropout.verification.adapters.pytorch import import_torch
 from stats_dropout.verification.battery import verify_dropout
@@ -92,6 +98,7 @@ class ModelVerificationResult:
     seconds: float = 0.0
     mc_dropout: MCDropoutResult | None = None
     mc_findings: tuple = ()
+    framework: str = "torch"
 
     @property
     def passed(self):
@@ -149,7 +156,8 @@ class ModelVerificationResult:
         elif self.eval_deterministic is None:
             lines = [head, "Eval mode: not checked"]
         elif self.eval_deterministic and not self.eval_findings:
-            lines = [head, "Eval mode: deterministic (two eval-mode forwards, torch seeded differently, agree)"]
+            lines = [head, "Eval mode: deterministic (two eval-mode forwards, torch seeded differently, agree)"
+                     if self.framework == "torch" else "Eval mode: deterministic (two eval-mode forwards agree)"]
         else:
             lines = [head, "Eval mode: " + ("deterministic output, but" if self.eval_deterministic
                                             else "RANDOM: two eval-mode forwards differ;")
@@ -176,7 +184,17 @@ def site_seed(seed, path):
 
 
 def _numpy_input(torch, tensor, dtype):
-    """The captured activation as the battery's probe: float64 unless ``dtype`` or a low precision says."""
+    """The captured activation as the battery's probe: float64 unless ``dtype`` or a low precision says.
+
+    ``torch=None`` (flax, keras): a numpy array kept in its dtype (the framework's compute dtype,
+    float32 unless jax runs in x64) unless ``dtype`` says; bfloat16 becomes float32 (exact)."""
+    if torch is None:
+        x = np.asarray(tensor)
+        if str(x.dtype) == "bfloat16":
+            x = x.astype(np.float32)
+        if x.dtype.kind != "f":
+            raise TypeError(f"its input is a {x.dtype} array; the battery needs a floating-point input")
+        return x.astype(dtype) if dtype is not None else np.array(x, copy=True)
     if not tensor.is_floating_point():
         raise TypeError(f"its input is a {tensor.dtype} tensor; the battery needs a floating-point input")
     if dtype is not None:
@@ -260,28 +278,48 @@ def _verify_model_iv(model, sites, seed, false_fail_rate, false_pass_rate, dtype
     torch = import_torch()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    return (torch, *_common_iv(sites, seed, false_fail_rate, false_pass_rate, dtype))
+
+
+def _model_framework(model):
+    """``"torch"``, ``"flax"`` or ``"keras"``; TypeError naming ``model`` for anything else."""
+    framework = framework_of(model)
+    if framework == "flax":
+        from stats_dropout.verification.model_sites_flax import is_nnx_model
+
+        if not is_nnx_model(model):
+            raise TypeError(f"`model` must be a flax nnx.Module (a linen Module holds no state to run); got "
+                            f"{type(model).__name__}")
+    if framework is None:
+        raise TypeError("`model` must be a torch.nn.Module, a flax nnx.Module or a keras model (keras.Model or a "
+                        f"layer containing layers), of a framework you have imported; got {type(model).__name__}")
+    return framework
+
+
+def _common_iv(sites, seed, false_fail_rate, false_pass_rate, dtype):
     if sites is not None and (isinstance(sites, str) or not hasattr(sites, "__iter__")):
         raise TypeError(f"`sites` must be a list of module paths or a dict path -> fields; got {sites!r}")
     if dtype is not None:
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise ValueError(f"`dtype` must be a float dtype or None; got {dtype!r}")
-    return (torch, seed_iv(seed), probability_iv(false_fail_rate, "false_fail_rate"),
+    return (seed_iv(seed), probability_iv(false_fail_rate, "false_fail_rate"),
             probability_iv(false_pass_rate, "false_pass_rate"), dtype)
 
 
 def verify_model(model, example_batch, *, sites=None, seed=0, false_fail_rate=1e-6, false_pass_rate=1e-3,
                  dtype=None, functional=True, check_eval=True, timeout=None, mc_dropout=None,
                  mc_relative_effect=0.05, mc_variance_effect=1.0):
-    """Verify every dropout site of a torch model on the activations it really sees.
+    """Verify every dropout site of a torch, flax nnx or keras 3 model on the activations it really sees.
 
     Parameters
     ----------
-    model : torch.nn.Module
+    model : torch.nn.Module, flax.nnx.Module or keras.layers.Layer
+        For flax and keras see *Flax nnx and keras models* below.
     example_batch : tensor, dict of tensors or tuple
         Called as ``model(batch)``, ``model(**batch)`` (transformers) or ``model(*batch)``. Its
         size sets each site's probe: a larger batch gives more power (drop-path sites draw one
-        mask per sample).
+        mask per sample). A keras model is called as ``model(batch, training=...)``.
     sites : list of str or dict, optional
         Module paths to verify instead of the ones found by the rule of
         :func:`~stats_dropout.verification.model_sites.find_sites` (torch dropout classes and
@@ -355,7 +393,30 @@ def verify_model(model, example_batch, *, sites=None, seed=0, false_fail_rate=1e
     Hooks see modules called as ``module(x)``, not ``module.forward(x)``. A site applied several
     times per forward is tested on its first call's input. The model's and its modules'
     train/eval modes and torch's global RNG state are restored.
+
+    **Flax nnx and keras models.** The sites: every ``nnx.Dropout`` in the module graph, at its
+    attribute path (``"blocks.0.dropout"``); every keras ``Dropout``, ``SpatialDropout1D/2D/3D``,
+    ``GaussianDropout``, ``AlphaDropout`` (or subclass) found recursively, at its layer names
+    joined with ``.`` (:mod:`~stats_dropout.verification.model_sites_flax`,
+    :mod:`~stats_dropout.verification.model_sites_keras`; ``sites=`` takes those paths). The
+    capture forward runs in train mode (nnx ``model.train()``; keras ``training=True``) with the
+    sites' ``__call__`` / ``call`` wrapped at class level (restored afterwards), the eval check
+    is two forwards in eval mode (nnx ``model.eval()``; keras ``training=False``), which also
+    names a site called with ``deterministic=False`` / ``training=True`` in eval mode, and each
+    site's battery runs through the flax or keras layer adapter on the captured activation,
+    kept in its dtype (float32 unless jax runs in x64; ``dtype=`` converts). Your model is not
+    changed: an nnx model is cloned (``nnx.clone``) and the clone is run, so its rng streams
+    and train/eval flags stay as they were; a keras model's variables (seed-generator states,
+    moving statistics) are restored. ``seed`` seeds the batteries only: the capture and eval
+    forwards draw from the model's own rngs / seed generators. ``functional`` is ignored (no
+    functional dropout is recorded); ``mc_dropout`` must be None or False (MC dropout is
+    verified for torch models only: a ValueError otherwise).
     """
+    framework = _model_framework(model)
+    if framework != "torch":
+        return _verify_framework_model(framework, model, example_batch, sites=sites, seed=seed,
+                                       false_fail_rate=false_fail_rate, false_pass_rate=false_pass_rate,
+                                       dtype=dtype, check_eval=check_eval, timeout=timeout, mc_dropout=mc_dropout)
     torch, seed, alpha, beta, dtype = _verify_model_iv(model, sites, seed, false_fail_rate, false_pass_rate,
                                                        dtype)
     timeout = timeout_iv(timeout)
@@ -427,3 +488,45 @@ def _mark_eval_findings(rows, findings):
         if not hits:
             out.append(SiteResult(path, "eval-random", None, "failed", (EVAL_CHECK,), note=how))
     return out
+
+
+def _verify_framework_model(framework, model, example_batch, *, sites, seed, false_fail_rate, false_pass_rate, dtype,
+                            check_eval, timeout, mc_dropout):
+    """:func:`verify_model` of a flax nnx or keras model (see its Notes)."""
+    seed, alpha, beta, dtype = _common_iv(sites, seed, false_fail_rate, false_pass_rate, dtype)
+    if mc_dropout is not None and mc_dropout is not False:
+        raise ValueError(f"`mc_dropout` is supported for torch models only; got mc_dropout={mc_dropout!r} for a "
+                         f"{'flax nnx' if framework == 'flax' else 'keras'} model (pass None or False)")
+    timeout = timeout_iv(timeout)
+    with time_limit(timeout) if timeout is not None else contextlib.nullcontext():
+        started = time.perf_counter()
+        if framework == "flax":
+            from stats_dropout.verification import model_sites_flax as frame
+
+            run = frame.prepare(model)  # nnx.clone: the user's rngs and flags are untouched
+            restored = contextlib.nullcontext()
+            missing = "no nnx.Dropout in the model's graph"
+        else:
+            from stats_dropout.verification import model_sites_keras as frame
+
+            run = model
+            restored = frame.restored_variables(model)
+            missing = "no keras Dropout, SpatialDropout1D/2D/3D, GaussianDropout or AlphaDropout layer"
+        found = frame.find_sites(run, sites)
+        with restored:
+            cap = frame.capture(run, example_batch, found)
+            eval_det, findings = frame.eval_randomness(run, example_batch, found) if check_eval else (None, [])
+        rows = [_run_site(None, site, cap.inputs.get(site.path), cap.calls.get(site.path, 0), functional_call=None,
+                          active_in_eval=False, dtype=dtype, seed=seed, rates=(alpha, beta))
+                for site in found]
+        rows = _mark_eval_findings(rows, findings)
+        warnings = []
+        if not found:
+            warnings.append(f"no dropout site found: {missing}; list them with sites=[...]")
+        capped = [r.path for r in rows if r.result is not None and any("capped" in w for w in r.result.warnings)]
+        if capped:
+            warnings.append(f"{len(capped)} site(s) had their draws capped (small activations): their smallest "
+                            "detectable errors exceed the battery's defaults (min_detectable_effect in "
+                            "result.sites[path].to_frame()); a larger example_batch restores them")
+        return ModelVerificationResult(type(model).__name__, tuple(rows), eval_det, tuple(findings), seed, alpha,
+                                       beta, tuple(warnings), time.perf_counter() - started, framework=framework)
