@@ -27,7 +27,7 @@ __all__ = ["DropoutSite", "find_sites", "classify", "capture", "call_model", "mo
 
 #: A module of a class torch does not define is a dropout site if its class name contains one of
 #: these (case-insensitive) and it has a keep or rate attribute.
-NAME_MARKERS = ("dropout", "droppath", "drop_path", "stochasticdepth")
+NAME_MARKERS = ("dropout", "droppath", "drop_path", "stochasticdepth", "dropblock")
 #: Attributes read as the keep probability, then as the drop rate (converted: keep = 1 − rate).
 KEEP_ATTRIBUTES = ("keep_prob",)
 RATE_ATTRIBUTES = ("p", "drop_prob", "drop_rate", "rate", "dropout_rate")
@@ -55,7 +55,8 @@ class DropoutSite:
     kind : str
         ``"dropout"`` (``nn.Dropout``), ``"channel"`` (``Dropout1d/2d/3d``), ``"alpha"``,
         ``"feature_alpha"``, ``"drop_path"`` (a DropPath / StochasticDepth class: one mask per
-        sample), ``"custom"`` (another class named like dropout), ``"user"`` (listed by the user,
+        sample), ``"dropblock"`` (a DropBlock class with a ``block_size``), ``"custom"`` (another
+        class named like dropout), ``"user"`` (listed by the user,
         matching no rule) or ``"functional"`` (``F.dropout`` called in a module's own forward).
     keep_prob : float or None
         None when it cannot be read (the site is then reported as unsupported).
@@ -138,6 +139,11 @@ def classify(module):
     name = type(module).__name__
     lowered = name.lower()
     kind = "drop_path" if any(m in lowered for m in ("droppath", "drop_path", "stochasticdepth")) else "custom"
+    if "dropblock" in lowered:
+        # DropBlock needs its block size; without one it is an ordinary custom site.
+        bs = getattr(module, "block_size", None)
+        if isinstance(bs, numbers.Integral) and not isinstance(bs, bool):
+            return "dropblock", keep_prob, f"class name {name} with attributes {attr} and block_size = {bs}"
     reads = "keep probability" if attr in KEEP_ATTRIBUTES else "drop rate"
     return kind, keep_prob, f"class name {name} with attribute {attr} (read as the {reads})"
 
@@ -146,6 +152,8 @@ def _site(path, module, kind, keep_prob, rule, overrides):
     overrides = dict(overrides)
     if kind == "drop_path":
         overrides.setdefault("shared_axes", "non_batch")  # one mask per sample
+    if kind == "dropblock":
+        overrides.setdefault("block_size", int(module.block_size))
     if "keep_prob" in overrides:
         keep_prob = float(overrides["keep_prob"])
     return DropoutSite(path, kind, keep_prob, rule, module, overrides)
@@ -156,10 +164,12 @@ def find_sites(model, sites=None):
 
     The rule: a module is a site if it is an instance of a torch dropout class (``nn.Dropout``,
     ``nn.Dropout1d/2d/3d``, ``nn.AlphaDropout``, ``nn.FeatureAlphaDropout`` or a subclass), or if
-    its class name contains ``Dropout``, ``DropPath`` or ``StochasticDepth`` (any case) *and* it
+    its class name contains ``Dropout``, ``DropPath``, ``StochasticDepth`` or ``DropBlock`` (any case) *and* it
     has a numeric attribute ``keep_prob`` (read as the keep probability) or ``p``, ``drop_prob``,
     ``drop_rate``, ``rate``, ``dropout_rate`` (read as the drop rate: keep_prob = 1 − rate). A
-    DropPath / StochasticDepth class is held to one mask per sample (``shared_axes="non_batch"``).
+    DropPath / StochasticDepth class is held to one mask per sample (``shared_axes="non_batch"``);
+    a DropBlock class with an integer ``block_size`` is a ``"dropblock"`` site, verified by
+    :func:`~stats_dropout.verification.dropblock.verify_dropblock` on ``(..., H, W)`` inputs.
     Modules inside a site are not sites of their own. Functional calls (``F.dropout`` in a
     module's forward) are found by :func:`capture`, not here.
 

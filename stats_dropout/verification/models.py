@@ -33,6 +33,7 @@ from stats_dropout.verification.adapters.dispatch import framework_of
 from stats_dropout.verification.adapters.dispatch import implementation as layer_implementation
 from stats_dropout.verification.adapters.pytorch import import_torch
 from stats_dropout.verification.battery import verify_dropout
+from stats_dropout.verification.dropblock import verify_dropblock
 from stats_dropout.verification.implementation import Implementation
 from stats_dropout.verification.mc_dropout import MCDropoutResult, covers, declared_paths, verify_mc_dropout
 from stats_dropout.verification.model_eval import eval_randomness
@@ -232,6 +233,30 @@ def _weight_scaled_eval(x):
     return x
 
 
+def _dropblock_battery(torch, site, x, seed, rates):
+    """:func:`verify_dropblock` on the module in train mode, torch seeded from the site's seed.
+
+    The probe is ones of the captured shape and dtype (DropBlock's masks do not depend on the
+    input); the module's mode and torch's global RNG state are restored.
+    """
+    module, was_training = site.module, site.module.training
+    state = torch.random.get_rng_state()
+
+    def train(probe):
+        with torch.no_grad():
+            return module(torch.from_numpy(probe)).detach().cpu().to(torch.float64).numpy()
+
+    try:
+        module.train()
+        torch.manual_seed(site_seed(seed, site.path))
+        return verify_dropblock(train, x.shape, site.keep_prob, site.overrides["block_size"],
+                                seed=site_seed(seed, site.path), false_fail_rate=rates[0],
+                                false_pass_rate=rates[1], dtype=x.dtype)
+    finally:
+        module.train(was_training)
+        torch.random.set_rng_state(state)
+
+
 def _run_site(torch, site, captured, calls, *, functional_call, active_in_eval, dtype, seed, rates, mc=False):
     """The SiteResult of one site (its battery, or why it cannot run)."""
     started = time.perf_counter()
@@ -249,6 +274,12 @@ def _run_site(torch, site, captured, calls, *, functional_call, active_in_eval, 
             raise TypeError(f"called with {extra} argument(s) besides its input; the battery calls it as f(x)")
         x = _numpy_input(torch, tensor, dtype)
         fields["dtype"] = f"{x.dtype} (captured {captured_dtype})" if str(x.dtype) != captured_dtype else str(x.dtype)
+        if site.kind == "dropblock" and functional_call is None:
+            result = _dropblock_battery(torch, site, x, seed, rates)
+            failing = tuple(c.check for c in result.failed_checks)
+            return SiteResult(verdict="passed" if result.passed else "failed", failing_checks=failing,
+                              note="; ".join(notes), result=result, seconds=time.perf_counter() - started,
+                              **fields)
         if functional_call is not None:
             impl = _functional_implementation(torch, site, functional_call, active_in_eval)
         else:

@@ -91,3 +91,22 @@ def test_a_raising_implementation_fails_every_check_and_bad_arguments_are_named(
         verify_dropblock(lambda x: x, (7,), 0.9, 3)
     with pytest.raises(ValueError, match="keep_prob"):
         verify_dropblock(lambda x: x, (2, 7, 7), 1.5, 3)
+
+
+# --- a DropBlock site inside a model -----------------------------------------------------------
+def test_verify_model_finds_the_dropblock_site_and_its_wrong_gamma(mt):
+    from stats_dropout.verification.models import verify_model
+
+    model, batch = mt.dropblock_net()
+    r = verify_model(model, batch, seed=0)
+    rows = [(x.path, x.kind, x.keep_prob, x.verdict, x.input_shape) for x in r.rows]
+    assert rows == [("dropblock", "dropblock", pytest.approx(0.9), "passed", (8, 8, 14, 14))], str(r)
+    assert r.passed and r.eval_deterministic
+    assert model.training  # modes restored (built in train mode)
+
+    bad, batch = mt.dropblock_wrong_gamma()
+    r = verify_model(bad, batch, seed=0)
+    assert not r.passed
+    assert [(x.path, x.verdict, x.failing_checks) for x in r.rows] == [
+        ("dropblock", "failed", ("check_dropblock_keep_rate",))], str(r)
+    assert "wrong seed rate" in str(r)
