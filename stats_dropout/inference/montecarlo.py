@@ -12,6 +12,13 @@ window of ``2·workers`` blocks that are merged in order as they finish, so para
 as memory-flat as serial ones. Only vectorised trains (``sample_train``) run in parallel: a
 callable on a global RNG must be called in sequence to be reproducible.
 
+For a reference scheme (a :class:`~stats_dropout.reference.schemes.DropoutScheme` bound to a
+``keep_prob``) and a statistic other than the identity, a block's draws are produced and read in
+cache-sized pieces (:meth:`~stats_dropout.reference.schemes.DropoutScheme.sample_train_chunks`,
+the same stream) instead of as one block-sized array. With masks shared along axes and a
+statistic affine in the mask entries, :func:`estimate_mask_affine_moments` computes each draw's
+value from its mask alone.
+
 Where a statistic is linear in the masks, :func:`estimate_masked_matmul_moments` averages the
 masks instead of the statistic — ``mean_d (D_d∘A/p) W = (D̄∘A/p) W`` exactly, up to rounding —
 and replaces ``draws`` matrix products by one.
@@ -42,12 +49,13 @@ from stats_dropout._internal.validation import (
 )
 from stats_dropout.inference.results import TrainMoments
 from stats_dropout.reference.masks import keep_threshold, mask_chunks
-from stats_dropout.reference.schemes import BoundScheme
+from stats_dropout.reference.schemes import BoundScheme, DropoutScheme
 
 __all__ = [
     "BlockMoments",
     "RunningMoments",
     "block_draws",
+    "estimate_mask_affine_moments",
     "estimate_masked_matmul_moments",
     "estimate_statistic_moments",
     "estimate_train_moments",
@@ -148,14 +156,33 @@ def _ordered_map(fn, items, workers):
             yield result
 
 
+def _chunked_values(train, x, statistic, size, rng):
+    """``statistic(train.sample_train(x, size, rng))`` piece by piece, for a statistic of each draw alone.
+
+    The scheme's own pieces (:meth:`~stats_dropout.reference.schemes.BoundScheme.sample_train_chunks`:
+    the same draws from the same stream) are read by the statistic while they are in cache,
+    instead of one block-sized output written to memory and read back once per statistic.
+    """
+    # np.array copies: a statistic may return a view of the piece, whose buffer the next reuses.
+    return np.concatenate([np.array(statistic(piece)) for _, piece in train.sample_train_chunks(x, size, rng=rng)])
+
+
 def _moments_vectorised(train, x, statistic, draws, seed, workers):
     # Our own schemes return fresh output arrays, so the identity statistic's moments can be
     # computed in place; a user's sample_train might hand back an array it keeps.
-    owned = statistic is _identity and isinstance(train, BoundScheme)
+    ours = isinstance(train, BoundScheme)
+    owned = statistic is _identity and ours
+    # A statistic's value for a draw depends on that draw alone (the documented contract), so
+    # it may be applied to our schemes' draws in pieces; the identity keeps the whole block.
+    chunked = ours and statistic is not _identity and isinstance(train.scheme, DropoutScheme)
 
     def one_block(block):
         index, size = block
-        values = statistic(train.sample_train(x, size, rng=block_rng(seed, index)))
+        rng = block_rng(seed, index)
+        if chunked:
+            values = _chunked_values(train, x, statistic, size, rng)
+        else:
+            values = statistic(train.sample_train(x, size, rng=rng))
         return RunningMoments._from_owned_samples(values) if owned else RunningMoments.from_samples(values)
 
     blocks = _blocks(draws, block_draws(x.size))
@@ -267,6 +294,109 @@ def estimate_statistic_moments(train, x, statistic, *, draws, seed=0, workers=1)
 
 def _identity(samples):
     return samples
+
+
+def _mask_affine_form(train, x, statistic):
+    """``(flip, c, W)`` with ``statistic(kept · m) = c + vec(m ⊕ flip) W`` for every 0/1 mask, or None.
+
+    Read off the statistic at the base mask (all dropped, or all kept when ``flip`` — for
+    ``keep_prob > 1/2``, so that the typical draw differs from the base in few entries and
+    ``c + Σ w`` adds few terms) and at each mask that differs from it in one entry (a row of
+    ``W`` each); then checked at two more masks (all flipped; alternate entries flipped): a
+    statistic that is not affine in the mask entries is caught there and gets the general path.
+    """
+    probe = train.shared_mask_draws(x, 1, rng=np.random.default_rng(0))  # a throwaway stream
+    if probe is None:
+        return None
+    keep, kept = probe
+    flip = train.keep_prob > 0.5
+    mask_shape = keep.shape[1:]
+    groups = int(np.prod(mask_shape))
+
+    def at(changes):  # the statistic at the masks base ⊕ changes, one row of `changes` each
+        masks = np.abs(changes - float(flip)).reshape((len(changes),) + mask_shape)
+        return np.asarray(statistic(kept * masks.astype(kept.dtype)), dtype=np.float64)
+
+    values = at(np.concatenate([np.zeros((1, groups)), np.eye(groups)]))
+    c, w = values[0], (values[1:] - values[0]).reshape(groups, -1)
+    tests = np.stack([np.ones(groups), np.arange(groups) % 2 == 0]).astype(np.float64)
+    got = at(tests)
+    scale = np.abs(c).reshape(-1) + np.abs(w).sum(axis=0)
+    if got.shape != values[:2].shape or not np.all(
+            np.abs(got.reshape(2, -1) - (c.reshape(-1) + tests @ w)) <= 1e-9 * (1.0 + scale)):
+        return None
+    return flip, c, w
+
+
+#: Most elements of one matrix-vector product in :func:`_affine_values`: below it OpenBLAS runs
+#: on the calling thread; above, its threads cost more than they save on a busy machine.
+_GEMV_ELEMENTS = 1 << 18
+
+
+def _affine_values(masks, w, c):
+    """``c + masks @ w`` as matrix-vector products of at most :data:`_GEMV_ELEMENTS` elements.
+
+    A ``(draws, groups) @ (groups, k)`` product with small ``k`` is a pathological shape for
+    a threaded BLAS (it measured 10–40× slower than ``k`` single-threaded products here).
+    """
+    rows = max(1, _GEMV_ELEMENTS // max(masks.shape[1], 1))
+    out = np.empty((w.shape[1], masks.shape[0]))
+    for j in range(w.shape[1]):
+        column = np.ascontiguousarray(w[:, j])
+        for start in range(0, masks.shape[0], rows):
+            np.dot(masks[start:start + rows], column, out=out[j, start:start + rows])
+    out += c[:, None]
+    return out.T
+
+
+def estimate_mask_affine_moments(train, x, statistic, *, draws, seed=0):
+    """:func:`estimate_statistic_moments` for a statistic affine in a shared dropout mask.
+
+    For a reference scheme with masks shared along axes (one entry per group ``g``), a train
+    pass is ``y = q ∘ B(m)``: the broadcast 0/1 mask ``m`` times the kept value ``q``. A
+    statistic ``T`` with ``T(y) = c + Σ_g m_g w_g`` for every 0/1 mask — a linear form
+    ``Σ_i e_i y_i``, a separable sum ``Σ_i h_i(y_i)``, or a sum over the mask groups of
+    functions of each group (``Σ_g (Σ_{i∈g} s_i (y_i − μ_i))²``) — is then computed from the
+    masks alone: ``c`` and ``w`` are read off the statistic at ``1 + groups`` basis masks (the
+    all-dropped mask and its one-entry changes, or for ``keep_prob > 1/2`` the all-kept one, so
+    that a draw adds few terms), and each draw costs ``groups`` multiply-adds instead of a whole
+    output and its statistic.
+
+    The masks are those :func:`estimate_statistic_moments` draws (same blocks, block generators
+    and order), so both give the same values up to floating-point rounding (the sums are taken
+    in another order). Any other ``train`` (a callable, unshared or non-Bernoulli noise,
+    ``keep_prob = 1``), or a statistic that is not affine in the mask (checked at two more
+    masks), is passed to :func:`estimate_statistic_moments` unchanged.
+
+    Parameters
+    ----------
+    train : BoundScheme or callable
+    x : array_like of float
+    statistic : callable
+        ``(n, *x.shape) -> (n, *k)``, affine in the mask entries as above.
+    draws : int
+    seed : int, default 0
+
+    Returns
+    -------
+    TrainMoments
+        Moments of the statistic's values.
+    """
+    x, draws, seed, _ = _estimate_iv(train, x, draws, seed, 1)
+    ours = isinstance(train, BoundScheme) and isinstance(train.scheme, DropoutScheme)
+    form = _mask_affine_form(train, x, statistic) if ours else None
+    if form is None:
+        return estimate_statistic_moments(train, x, statistic, draws=draws, seed=seed)
+    flip, c, w = form
+
+    def one_block(block):
+        index, size = block
+        keep, _ = train.shared_mask_draws(x, size, rng=block_rng(seed, index))
+        changes = (~keep if flip else keep).reshape(size, -1).astype(np.float64)
+        values = _affine_values(changes, w, c.reshape(-1))
+        return RunningMoments.from_samples(values.reshape((size,) + c.shape))
+
+    return _merge_in_order(map(one_block, _blocks(draws, block_draws(x.size)))).to_result(seed)
 
 
 def estimate_train_moments(train, x, *, draws, seed=0, workers=1):

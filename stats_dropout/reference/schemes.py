@@ -26,7 +26,16 @@ from stats_dropout._internal.validation import (
     rng_iv,
 )
 from stats_dropout.reference import theory
-from stats_dropout.reference.masks import apply_mask, bernoulli_mask, keep_threshold, kernel_applies, masked_full
+from stats_dropout.reference.masks import (
+    _CHUNK,
+    _KERNEL_BIT_GENERATORS,
+    apply_mask,
+    bernoulli_mask,
+    keep_threshold,
+    kernel_applies,
+    masked_full,
+    masked_full_fused,
+)
 
 __all__ = ["DropoutScheme", "BoundScheme", "SCHEMES", "get_scheme", "scheme_name_iv", "keep_threshold",
            "bernoulli_mask"]
@@ -125,6 +134,29 @@ class DropoutScheme:
         x, keep_prob, rng = self._train_iv(x, keep_prob, rng)
         n_draws = positive_int_iv(n_draws, "n_draws")
         return self._sample(x, keep_prob, rng, n_draws=n_draws)
+
+    def sample_train_chunks(self, x, keep_prob, n_draws, rng=None):
+        """The draws of :meth:`sample_train` in consecutive pieces of rows: ``(rows, block)`` pairs.
+
+        The same random numbers in the same order, hence the same values:
+        ``np.concatenate([b.copy() for _, b in sample_train_chunks(x, p, n, rng)])`` equals
+        ``sample_train(x, p, n, rng)`` from the same generator state, bit for bit, and leaves
+        the generator in the same state. Pieces are
+        about the mask engine's chunk (1 MiB of float64), so a per-draw statistic reads each one
+        while it is still in cache instead of streaming a whole block from memory; shared masks
+        are drawn for all ``n_draws`` first, exactly as :meth:`sample_train` draws them.
+
+        Returns
+        -------
+        iterator of (slice, numpy.ndarray)
+            ``(rows, block)``: ``rows``, the draws of ``block`` along the leading axis of
+            :meth:`sample_train`'s result; ``block``, ``(rows.stop - rows.start, *x.shape)`` of
+            ``x``'s dtype. For Bernoulli noise it is one buffer that the next piece overwrites:
+            read (or copy) it before asking for the next. Arguments are checked on the call.
+        """
+        x, keep_prob, rng = self._train_iv(x, keep_prob, rng)
+        n_draws = positive_int_iv(n_draws, "n_draws")
+        return self._sample_chunks(x, keep_prob, rng, n_draws)
 
     def bind(self, keep_prob, rng=None):
         """Return a :class:`BoundScheme`: ``train(x)`` and ``eval(x)`` at a fixed ``keep_prob``."""
@@ -243,6 +275,103 @@ class DropoutScheme:
             return out
         return out.astype(x.dtype, copy=False)
 
+    def _sample_chunks(self, x, keep_prob, rng, n_draws):
+        """Generator behind :meth:`sample_train_chunks` (arguments validated)."""
+        # Rows per piece: the row count of masks._chunks, so the unshared kernel, called piece by
+        # piece, cuts (and draws) the very chunks it cuts for the whole block.
+        per = max(1, _CHUNK // max(x.size, 1))
+        pieces = [slice(start, min(n_draws, start + per)) for start in range(0, n_draws, per)]
+        mask_shape = (n_draws,) + self.mask_shape(x.shape)
+        if keep_prob == 1.0:
+            full = self._sample(x, keep_prob, rng, n_draws)  # no randomness: nothing to gain
+            for rows in pieces:
+                yield rows, full[rows]
+            return
+        if self.noise == "gaussian":
+            # Consecutive standard_normal calls continue one stream: piece by piece, the same
+            # numbers, and _sample's operations in its order on each (the same bits).
+            std = theory.gaussian_std(keep_prob)
+            x64 = x.astype(np.float64, copy=False)
+            for rows in pieces:
+                noise = rng.standard_normal((rows.stop - rows.start,) + x.shape)
+                noise *= std
+                noise += 1.0
+                np.multiply(x64, noise, out=noise)
+                yield rows, noise.astype(x.dtype, copy=False)
+            return
+        if self.noise == "alpha":
+            keep = bernoulli_mask(rng, mask_shape, keep_prob)  # the whole block's masks, as _sample
+            a, b = theory.alpha_affine(keep_prob)
+            kept, dropped = a * x.astype(np.float64, copy=False) + b, a * theory.ALPHA_PRIME + b
+            for rows in pieces:
+                yield rows, np.where(keep[rows], kept, dropped).astype(x.dtype, copy=False)
+            return
+        divisor = keep_prob if self.rescale == "train" else 1.0
+        buffer = np.empty((min(per, n_draws),) + x.shape, dtype=x.dtype)  # in cache, reused
+        if mask_shape == (n_draws,) + x.shape:
+            # Unshared: the fused kernel on one chunk at a time (one thread, no start-up cost),
+            # the same chunks in the same order, hence the same stream as the whole block.
+            kernel = kernel_applies(x) and isinstance(rng.bit_generator, _KERNEL_BIT_GENERATORS)
+            x1 = x.reshape(x.size)
+            for rows in pieces:
+                k = rows.stop - rows.start
+                if not kernel:
+                    yield rows, masked_full(x, keep_prob, rng, k, divisor)
+                    continue
+                out = buffer[:k]
+                if not masked_full_fused(x1, out.reshape(k, x.size), keep_prob, rng, divisor):
+                    float_array_iv(x)  # raises the usual "`x` must be finite" error
+                yield rows, out
+            return
+        # Shared masks: the whole block's masks first, exactly as _sample draws them; then
+        # ``q · keep`` (see _kept_values) one piece at a time, or apply_mask where q overflows.
+        keep = bernoulli_mask(rng, mask_shape, keep_prob)
+        kept = self._kept_values(x, keep_prob)
+        fast = kept is not None
+        keep_values = keep.astype(x.dtype) if fast else keep
+        for rows in pieces:
+            out = buffer[:rows.stop - rows.start]
+            if fast:
+                np.multiply(kept, keep_values[rows], out=out)
+            else:
+                with np.errstate(invalid="ignore"):
+                    apply_mask(out, x, keep[rows], divisor)
+            yield rows, out
+
+    def _kept_values(self, x, keep_prob):
+        """What a kept unit of a Bernoulli train pass is: ``fl(x / keep_prob)`` (``x`` for
+        ``rescale='eval'``) in ``x``'s dtype, apply_mask's rounding; None where that overflows.
+
+        A dropped unit is ±0 with the sign of ``x``, so ``q · m`` with the mask ``m`` as 0/1
+        floats is the train output bit for bit (``0 · inf`` would be nan: hence None).
+        """
+        if self.rescale != "train":
+            return x
+        with np.errstate(over="ignore"):  # the caller then takes apply_mask's path, which warns
+            kept = np.divide(x, keep_prob, dtype=np.float64).astype(x.dtype)
+        return kept if np.all(np.isfinite(kept)) else None
+
+    def shared_mask_draws(self, x, keep_prob, n_draws, rng=None):
+        """The masks behind :meth:`sample_train` for a Bernoulli scheme with shared masks.
+
+        Returns ``(keep, kept)``: ``keep``, boolean ``(n_draws, *mask_shape(x.shape))``, the very
+        masks :meth:`sample_train` draws from the same generator state (it consumes the same
+        random numbers); ``kept``, the value of a kept unit (``x / keep_prob`` rounded to ``x``'s
+        dtype, or ``x`` for ``rescale='eval'``), so that ``sample_train(x, p, n, rng)`` equals
+        ``kept * keep`` bit for bit (dropped units are ±0). ``None`` when that product does not
+        describe the draws: other noise, unshared masks, ``keep_prob == 1``, or an ``x / keep_prob``
+        that overflows — and then ``rng`` is left untouched.
+        """
+        x, keep_prob, rng = self._train_iv(x, keep_prob, rng)
+        n_draws = positive_int_iv(n_draws, "n_draws")
+        mask_shape = self.mask_shape(x.shape)
+        if self.noise != "bernoulli" or keep_prob == 1.0 or mask_shape == x.shape:
+            return None
+        kept = self._kept_values(x, keep_prob)
+        if kept is None:
+            return None
+        return bernoulli_mask(rng, (n_draws,) + mask_shape, keep_prob), kept
+
 
 @dataclasses.dataclass(frozen=True)
 class BoundScheme:
@@ -263,6 +392,14 @@ class BoundScheme:
     def sample_train(self, x, n_draws, rng=None):
         """Vectorised draws (see :meth:`DropoutScheme.sample_train`); ``rng`` overrides the bound one."""
         return self.scheme.sample_train(x, self.keep_prob, n_draws, self.rng if rng is None else rng)
+
+    def sample_train_chunks(self, x, n_draws, rng=None):
+        """:meth:`sample_train` in pieces of rows (see :meth:`DropoutScheme.sample_train_chunks`)."""
+        return self.scheme.sample_train_chunks(x, self.keep_prob, n_draws, self.rng if rng is None else rng)
+
+    def shared_mask_draws(self, x, n_draws, rng=None):
+        """Masks of :meth:`sample_train` (see :meth:`DropoutScheme.shared_mask_draws`)."""
+        return self.scheme.shared_mask_draws(x, self.keep_prob, n_draws, self.rng if rng is None else rng)
 
 
 _SRIVASTAVA = "Srivastava et al. 2014, JMLR 15"

@@ -15,7 +15,7 @@ import numpy as np
 from stats_dropout._internal.numerics import MOMENT_ULPS, ulp_tol
 from stats_dropout._internal.rng import stream_rng
 from stats_dropout._internal.validation import draws_iv, keep_prob_iv, positive_int_iv, probability_iv, seed_iv
-from stats_dropout.inference.montecarlo import estimate_statistic_moments
+from stats_dropout.inference.montecarlo import estimate_mask_affine_moments, estimate_statistic_moments
 from stats_dropout.inference.stats import (
     decide_mean_equal,
     grouped_deviation_ratio,
@@ -57,7 +57,7 @@ def _statistics(scheme, x, keep_prob, eval_out):
             group_var = v * abs_sum**2
             sd = np.sqrt(kappa * np.sum(abs_sum**4)) / np.sum(group_var)
             out.append(("sharing", f"masks shared along axes {axes}", 1.0, sd,
-                        grouped_deviation_ratio(mu, group_var, lambda d: np.sum(d, axis=axes), np.sign(s))))
+                        grouped_deviation_ratio(mu, group_var, axes, np.sign(s))))
     if scheme.contract == "moments":
         n = x.size
         from stats_dropout.reference.theory import alpha_dropped_value
@@ -143,25 +143,40 @@ def verify_scheme(scheme, keep_prob, *, train=None, eval=None, x=None, relative_
     SchemeVerificationResult
         ``.passed``, ``.decisions`` (name -> :class:`~stats_dropout.inference.results.Decision`),
         ``.draws``, ``.seed``, ``.to_frame()`` and a readable ``print``.
+
+    Notes
+    -----
+    On the scheme's own train pass (``train`` not given) with masks shared along axes, every
+    statistic above is affine in the mask entries, and the moments come from the masks alone
+    (:func:`~stats_dropout.inference.montecarlo.estimate_mask_affine_moments`): the same masks
+    as the general path, the same values up to floating-point rounding.
     """
     (scheme, keep_prob, relative_error, false_fail_rate, false_pass_rate, seed, n_decisions,
      max_draws) = _verify_scheme_iv(scheme, keep_prob, relative_error, false_fail_rate,
                                     false_pass_rate, seed, n_decisions, max_draws)
     x = scheme_probe(seed=seed) if x is None else np.asarray(x, dtype=np.float64)
-    train = scheme.bind(keep_prob, stream_rng(seed, "scheme_check_train")) if train is None else train
+    own_train = train is None
+    train = scheme.bind(keep_prob, stream_rng(seed, "scheme_check_train")) if own_train else train
     eval_out = np.asarray((eval or (lambda z: scheme.eval(z, keep_prob)))(x.copy()), dtype=np.float64)
     specs = _statistics(scheme, x, keep_prob, eval_out)
     alpha_each = split_false_fail_rate(false_fail_rate, n_decisions or len(specs))
-    draws = max(min_draws_for_mean_error(relative_error, sd, false_fail_rate=alpha_each,
-                                         false_pass_rate=false_pass_rate) if sd > 0 else 2
-                for _, _, _, sd, _ in specs)
+    # The largest of the decisions' sizes: min_draws_for_mean_error is non-decreasing in sd (its
+    # criterion n ≥ ((t-quantiles) sd / δ)² only gets harder), so that is the size for the
+    # largest sd — one sample-size search per cell instead of one per decision.
+    sd_max = max(sd for _, _, _, sd, _ in specs)
+    draws = (min_draws_for_mean_error(relative_error, sd_max, false_fail_rate=alpha_each,
+                                      false_pass_rate=false_pass_rate) if sd_max > 0 else 2)
     if max_draws is not None:
         draws = min(draws, max_draws)
 
     def statistic(samples):
         return np.column_stack([f(samples) for *_, f in specs])
 
-    moments = estimate_statistic_moments(train, x, statistic, draws=draws, seed=seed)
+    # The scheme's own shared masks: every statistic above is affine in the mask entries (a
+    # linear form, a separable sum, squares of sums over the sharing groups), so the moments
+    # come from the masks alone — the same masks, values equal up to rounding.
+    estimate = estimate_mask_affine_moments if own_train else estimate_statistic_moments
+    moments = estimate(train, x, statistic, draws=draws, seed=seed)
     decisions = {}
     for j, (name, label, expected, _, _) in enumerate(specs):
         column = type(moments)(moments.mean[j:j + 1], moments.var[j:j + 1], moments.n_draws, seed)
