@@ -23,13 +23,14 @@ except ImportError:  # pragma: no cover - depends on the build
     _fastmask = None
 
 __all__ = ["keep_threshold", "mask_chunks", "bernoulli_mask", "masked_full", "apply_mask", "kernel_applies",
-           "kernel_threads"]
+           "kernel_threads",
+           "masked_full_fused", "CHUNK", "KERNEL_BIT_GENERATORS", "THREADS_ENV"]
 
 #: Environment variable capping the C kernel's threads (default: ``os.cpu_count()``).
 THREADS_ENV = "STATS_DROPOUT_THREADS"
 
 #: The bit generators whose C functions the kernel may call without the GIL (numpy's own).
-_KERNEL_BIT_GENERATORS = (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937, np.random.Philox,
+KERNEL_BIT_GENERATORS = (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937, np.random.Philox,
                           np.random.SFC64)
 
 _WIDTHS = ((8, np.uint8), (16, np.uint16), (32, np.uint32))
@@ -57,7 +58,7 @@ def keep_threshold(keep_prob):
 
 #: Elements per chunk: its random bytes, mask and float64 output (1 MiB) stay in L2 cache;
 #: larger chunks also spread the ~15 numpy calls per chunk over more elements.
-_CHUNK = 1 << 17
+CHUNK = 1 << 17
 
 
 def _threshold_split(threshold, bits):
@@ -97,13 +98,13 @@ def _mask_params(keep_prob):
 
 
 def _chunks(rows, cols):
-    """Row-major ``(row_slice, col_slice)`` pieces of about ``_CHUNK`` elements of a (rows, cols) array."""
-    if cols >= _CHUNK:
+    """Row-major ``(row_slice, col_slice)`` pieces of about ``CHUNK`` elements of a (rows, cols) array."""
+    if cols >= CHUNK:
         for r in range(rows):
-            for c in range(0, cols, _CHUNK):
-                yield slice(r, r + 1), slice(c, min(cols, c + _CHUNK))
+            for c in range(0, cols, CHUNK):
+                yield slice(r, r + 1), slice(c, min(cols, c + CHUNK))
     else:
-        per = max(1, _CHUNK // max(cols, 1))
+        per = max(1, CHUNK // max(cols, 1))
         for r in range(0, rows, per):
             yield slice(r, min(rows, r + per)), slice(0, cols)
 
@@ -156,7 +157,7 @@ def masked_full(x, keep_prob, rng, n_draws, divisor, *, threads=None):
     out = np.empty(((rows,) if n_draws is not None else ()) + x.shape, dtype=x.dtype)
     out2, x1 = out.reshape(rows, x.size), x.reshape(x.size)
     if kernel_applies(x):
-        if isinstance(rng.bit_generator, _KERNEL_BIT_GENERATORS):
+        if isinstance(rng.bit_generator, KERNEL_BIT_GENERATORS):
             # The kernel validates x in the pass it makes anyway (DropoutScheme._train_iv deferred
             # the finiteness check here); on a non-finite input the generator is left untouched.
             if not masked_full_fused(x1, out2, keep_prob, rng, divisor, threads=threads):
@@ -179,7 +180,7 @@ def kernel_applies(x):
 def kernel_threads(threads=None):
     """Most threads the C kernel may use: ``threads``, else ``$STATS_DROPOUT_THREADS``, else the CPUs.
 
-    The kernel uses ``min(kernel_threads(), chunks)``: an array of one chunk (``_CHUNK``
+    The kernel uses ``min(kernel_threads(), chunks)``: an array of one chunk (``CHUNK``
     elements) runs on the calling thread alone. Results never depend on it.
     """
     if threads is None:
@@ -201,9 +202,9 @@ def kernel_threads(threads=None):
 
 def _n_chunks(rows, cols):
     """Number of pieces :func:`_chunks` cuts a (rows, cols) array into (cols ≥ 1)."""
-    if cols >= _CHUNK:
-        return rows * -(-cols // _CHUNK)
-    return -(-rows // max(1, _CHUNK // cols))
+    if cols >= CHUNK:
+        return rows * -(-cols // CHUNK)
+    return -(-rows // max(1, CHUNK // cols))
 
 
 #: From this many units on, numpy's PCG64 is run inside the kernel from its public ``state``
@@ -234,7 +235,7 @@ def masked_full_fused(x1, out2, keep_prob, rng, divisor, *, threads=None):
             generator = (s >> 64, s & _LOW64, inc >> 64, inc & _LOW64, state["has_uint32"], state["uinteger"])
         else:
             generator = bit_generator.capsule  # numpy's C functions: the state moves in place
-        finite, moved = _fastmask.dropout(generator, x1, out2, rows, cols, _CHUNK, hi, lo, tie_bits,
+        finite, moved = _fastmask.dropout(generator, x1, out2, rows, cols, CHUNK, hi, lo, tie_bits,
                                           float(divisor), single, n_threads)
         if moved is None:
             if not finite:
@@ -257,7 +258,7 @@ def bernoulli_mask(rng, shape, keep_prob):
     hi, lo, tie_bits = _mask_params(keep_prob)
     mask = np.empty(shape, dtype=bool)
     flat = mask.reshape(-1)
-    for start in range(0, flat.size, _CHUNK):  # bounded temporaries for large masks
-        stop = min(flat.size, start + _CHUNK)
+    for start in range(0, flat.size, CHUNK):  # bounded temporaries for large masks
+        stop = min(flat.size, start + CHUNK)
         flat[start:stop] = _draw_keep(rng, stop - start, hi, lo, tie_bits)
     return mask

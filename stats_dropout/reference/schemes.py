@@ -25,10 +25,9 @@ from stats_dropout._internal.validation import (
     positive_int_iv,
     rng_iv,
 )
+from stats_dropout.reference import masks as mask_ops
 from stats_dropout.reference import theory
 from stats_dropout.reference.masks import (
-    _CHUNK,
-    _KERNEL_BIT_GENERATORS,
     apply_mask,
     bernoulli_mask,
     keep_threshold,
@@ -279,7 +278,7 @@ class DropoutScheme:
         """Generator behind :meth:`sample_train_chunks` (arguments validated)."""
         # Rows per piece: the row count of masks._chunks, so the unshared kernel, called piece by
         # piece, cuts (and draws) the very chunks it cuts for the whole block.
-        per = max(1, _CHUNK // max(x.size, 1))
+        per = max(1, mask_ops.CHUNK // max(x.size, 1))
         pieces = [slice(start, min(n_draws, start + per)) for start in range(0, n_draws, per)]
         mask_shape = (n_draws,) + self.mask_shape(x.shape)
         if keep_prob == 1.0:
@@ -311,7 +310,7 @@ class DropoutScheme:
         if mask_shape == (n_draws,) + x.shape:
             # Unshared: the fused kernel on one chunk at a time (one thread, no start-up cost),
             # the same chunks in the same order, hence the same stream as the whole block.
-            kernel = kernel_applies(x) and isinstance(rng.bit_generator, _KERNEL_BIT_GENERATORS)
+            kernel = kernel_applies(x) and isinstance(rng.bit_generator, mask_ops.KERNEL_BIT_GENERATORS)
             x1 = x.reshape(x.size)
             for rows in pieces:
                 k = rows.stop - rows.start

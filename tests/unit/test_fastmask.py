@@ -55,7 +55,7 @@ def test_kernel_validates_x_and_leaves_the_generator_untouched(dtype, bad):
 # path's order whatever the number of threads.
 
 BIT_GENERATORS = [np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937, np.random.Philox, np.random.SFC64]
-B = masks._CHUNK  # the chunk: the unit of the stream, fixed whatever the number of threads
+B = masks.CHUNK  # the chunk: the unit of the stream, fixed whatever the number of threads
 SIZES = [0, 1, B - 1, B, B + 1, 3 * B + 5]
 # Widths 8 (no tie draws), 32 (24-bit tie draws), 16 (8-bit tie draws); the last one's
 # threshold is 2^32, whose top byte (256) no random byte is below.
@@ -231,7 +231,7 @@ def test_other_bit_generators_take_the_numpy_path(monkeypatch):
     x = _input(B + 1, np.float64)
     with np.errstate(over="ignore"):
         fused = schemes.get_scheme("inverted").train(x, 0.9, np.random.default_rng(2))
-    monkeypatch.setattr(masks, "_KERNEL_BIT_GENERATORS", ())
+    monkeypatch.setattr(masks, "KERNEL_BIT_GENERATORS", ())
     with np.errstate(over="ignore"):
         plain = schemes.get_scheme("inverted").train(x, 0.9, np.random.default_rng(2))
     _assert_same_bits(fused, plain)
