@@ -20,6 +20,7 @@ from stats_dropout.reference import schemes, theory
 from stats_dropout.reference.schemes import SCHEMES, DropoutScheme, get_scheme
 from stats_dropout.verification import adapters
 from stats_dropout.verification.battery import iter_checks, verify_dropout
+from stats_dropout.verification.dropblock import verify_dropblock
 from stats_dropout.verification.implementation import Implementation
 from stats_dropout.verification.linear import LinearOp, verify_linear
 from stats_dropout.verification.models import ModelVerificationResult, verify_model
@@ -58,6 +59,7 @@ __all__ = [
     "schemes",
     "stats",
     "theory",
+    "verify_dropblock",
     "verify_dropout",
     "verify_linear",
     "verify_model",
