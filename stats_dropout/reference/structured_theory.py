@@ -35,6 +35,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -146,11 +147,38 @@ def pair_keep_probabilities(keep_prob, block_size, feat_size):
     return (1.0 - gamma) ** (c[:, None] + c[None, :] - inter)
 
 
+@functools.lru_cache(maxsize=256)
 def kept_sum_moments(keep_prob, block_size, feat_size):
-    """``(E S, Var S)`` of the kept count ``S = Σ_u M_u`` of one map (exact, from pairs)."""
-    p = keep_probabilities(keep_prob, block_size, feat_size).ravel()
-    joint = pair_keep_probabilities(keep_prob, block_size, feat_size)
-    return float(p.sum()), float(joint.sum() - p.sum() ** 2)
+    """``(E S, Var S)`` of the kept count ``S = Σ_u M_u`` of one map (exact, from pairs).
+
+    ``Cov(M_u, M_v) = (1 − γ)^{c_u + c_v} ((1 − γ)^{−|C_u ∩ C_v|} − 1)`` is zero unless the two
+    units share a block position, i.e. lie within ``bs − 1`` of each other on both axes; the sum
+    runs over those ``(2 bs − 1)²`` offsets, ``O(HW bs²)`` time and ``O(HW)`` memory (the
+    ``(HW)²`` table of :func:`pair_keep_probabilities` gives the same numbers on small maps).
+    ``feat_size`` must be hashable (an int or a tuple).
+    """
+    bs, h, w = _geometry_iv(block_size, feat_size)
+    q = 1.0 - seed_rate(keep_prob, bs, (h, w))
+    p = keep_probabilities(keep_prob, bs, (h, w))
+    ranges = [_axis_ranges(n, bs) for n in (h, w)]
+    var = 0.0
+    for dr in range(-(bs - 1), bs):
+        rows = _offset_overlaps(ranges[0], h, dr)
+        for dc in range(-(bs - 1), bs):
+            cols = _offset_overlaps(ranges[1], w, dc)
+            (ra, rb, ov_r), (ca, cb, ov_c) = rows, cols
+            inter = np.outer(ov_r, ov_c)
+            pu, pv = p[ra][:, ca], p[rb][:, cb]
+            var += float(np.sum(pu * pv * (q ** (-inter) - 1.0)))
+    return float(p.sum()), var
+
+
+def _offset_overlaps(ranges, n, d):
+    """Units ``r`` and ``r + d`` of an axis (index arrays) and the overlap of their position ranges."""
+    lo, hi = ranges
+    a = np.arange(max(0, -d), min(n, n - d))
+    b = a + d
+    return a, b, np.maximum(0, np.minimum(hi[a], hi[b]) - np.maximum(lo[a], lo[b]) + 1)
 
 
 def orbits(feat_size):

@@ -48,6 +48,25 @@ def test_reference_masks_are_unions_of_blocks_and_iid_masks_are_not():
     assert not opening_is_identity(rng.random((50, 14, 14)) < 0.2, 3).any()
 
 
+@pytest.mark.parametrize("keep, bs, hw", [(0.9, 3, (7, 7)), (0.8, 5, (14, 14)), (0.7, 3, (9, 12)), (0.9, 1, (6, 5))])
+def test_kept_count_variance_by_offsets_equals_the_pair_table(keep, bs, hw):
+    p = st.keep_probabilities(keep, bs, hw).ravel()
+    joint = st.pair_keep_probabilities(keep, bs, hw)
+    mean, var = st.kept_sum_moments(keep, bs, hw)
+    assert mean == pytest.approx(p.sum(), rel=1e-12) and var == pytest.approx(joint.sum() - p.sum() ** 2, rel=1e-9)
+
+
+def test_a_call_keeping_exactly_keep_prob_numel_units_is_not_an_inconsistent_rescale(mt):
+    # At keep 0.875 on 4×2×8×8 some calls keep exactly 448 of 512 units: numel/ΣM = 1/keep_prob.
+    import torch
+
+    module = mt.DropBlock2d(0.125, 3).train()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        r = verify_dropblock(lambda x: module(torch.from_numpy(x)).numpy(), (4, 2, 8, 8), 0.875, 3, seed=seed)
+        assert statuses(r)["check_dropblock_rescale"] == "passed", str(r)
+
+
 def test_draws_are_sized_from_the_exact_null_variance():
     n = dropblock_draws(SHAPE, 0.9, 3)
     assert 10 < n < 200
@@ -102,7 +121,14 @@ def test_verify_model_finds_the_dropblock_site_and_its_wrong_gamma(mt):
     rows = [(x.path, x.kind, x.keep_prob, x.verdict, x.input_shape) for x in r.rows]
     assert rows == [("dropblock", "dropblock", pytest.approx(0.9), "passed", (8, 8, 14, 14))], str(r)
     assert r.passed and r.eval_deterministic
-    assert model.training  # modes restored (built in train mode)
+    # modes and torch's RNG restored: a model handed over in eval mode stays there
+    import torch
+
+    model.eval()
+    state = torch.random.get_rng_state()
+    assert verify_model(model, batch, seed=0, check_eval=False).passed
+    assert not model.training and not model.dropblock.training
+    assert torch.equal(torch.random.get_rng_state(), state)
 
     bad, batch = mt.dropblock_wrong_gamma()
     r = verify_model(bad, batch, seed=0)
