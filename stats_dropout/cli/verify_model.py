@@ -35,7 +35,8 @@ def add_arguments(parser):
     parser.add_argument("--mc-dropout", nargs="*", default=None, dest="mc_dropout", metavar="PATH",
                         help="eval mode is random by design (MC dropout): alone for the whole model, or the "
                              "module paths that are; their eval-mode randomness is then expected and checked "
-                             "to converge (default: only modules with an attribute mc_dropout = True)")
+                             "to converge (default: only modules with an attribute mc_dropout = True); "
+                             "it takes every word after it, so put the target first")
     parser.add_argument("--csv", default=None, help="also write the per-site table to this CSV file")
     add_timeout_argument(parser)
     return parser

@@ -296,14 +296,21 @@ def _identity(samples):
     return samples
 
 
+#: Largest ``(groups + 1) · x.size`` of the basis masks :func:`_mask_affine_form` evaluates at once.
+AFFINE_MAX_ELEMENTS = 1 << 24
+
+
 def _mask_affine_form(train, x, statistic):
     """``(flip, c, W)`` with ``statistic(kept · m) = c + vec(m ⊕ flip) W`` for every 0/1 mask, or None.
 
     Read off the statistic at the base mask (all dropped, or all kept when ``flip`` — for
     ``keep_prob > 1/2``, so that the typical draw differs from the base in few entries and
     ``c + Σ w`` adds few terms) and at each mask that differs from it in one entry (a row of
-    ``W`` each); then checked at two more masks (all flipped; alternate entries flipped): a
-    statistic that is not affine in the mask entries is caught there and gets the general path.
+    ``W`` each); then checked at ten more masks (all flipped, alternate entries flipped, eight
+    uniformly random ones from a fixed stream): a statistic with a product of entries (not
+    affine) differs there with probability ≥ 1 − 2^-8 per term, and gets the general path. A mask
+    of more than :data:`AFFINE_MAX_ELEMENTS` elements over all its basis masks (``groups ·
+    x.size``) takes the general path too, whose memory is bounded by its blocks.
     """
     probe = train.shared_mask_draws(x, 1, rng=np.random.default_rng(0))  # a throwaway stream
     if probe is None:
@@ -312,6 +319,8 @@ def _mask_affine_form(train, x, statistic):
     flip = train.keep_prob > 0.5
     mask_shape = keep.shape[1:]
     groups = int(np.prod(mask_shape))
+    if (groups + 1) * x.size > AFFINE_MAX_ELEMENTS:
+        return None
 
     def at(changes):  # the statistic at the masks base ⊕ changes, one row of `changes` each
         masks = np.abs(changes - float(flip)).reshape((len(changes),) + mask_shape)
@@ -319,11 +328,12 @@ def _mask_affine_form(train, x, statistic):
 
     values = at(np.concatenate([np.zeros((1, groups)), np.eye(groups)]))
     c, w = values[0], (values[1:] - values[0]).reshape(groups, -1)
-    tests = np.stack([np.ones(groups), np.arange(groups) % 2 == 0]).astype(np.float64)
+    random = np.random.default_rng(0).random((8, groups)) < 0.5
+    tests = np.concatenate([np.stack([np.ones(groups), np.arange(groups) % 2 == 0]), random]).astype(np.float64)
     got = at(tests)
     scale = np.abs(c).reshape(-1) + np.abs(w).sum(axis=0)
-    if got.shape != values[:2].shape or not np.all(
-            np.abs(got.reshape(2, -1) - (c.reshape(-1) + tests @ w)) <= 1e-9 * (1.0 + scale)):
+    if got.shape[0] != len(tests) or not np.all(
+            np.abs(got.reshape(len(tests), -1) - (c.reshape(-1) + tests @ w)) <= 1e-9 * (1.0 + scale)):
         return None
     return flip, c, w
 

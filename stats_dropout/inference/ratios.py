@@ -12,6 +12,7 @@ never a Python loop over draws — with at most one stack-sized temporary.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
 __all__ = ["projection_ratio", "squared_deviation_ratio", "grouped_deviation_ratio"]
 
@@ -118,7 +119,8 @@ def grouped_deviation_ratio(mean, group_var, axes, signs):
     total = float(np.sum(group_var))
     if not total > 0:
         raise ValueError("`group_var` must have a positive sum")
-    axes = tuple(int(a) for a in axes)
+    # Negative axes count from the end of one draw, not of the stack (which has one more axis).
+    axes = normalize_axis_tuple(tuple(int(a) for a in np.atleast_1d(axes)), mu.ndim, "axes")
     stack_axes = tuple(a + 1 for a in axes)
 
     def statistic(samples):

@@ -166,6 +166,8 @@ def _symbolic(keras, args, kwargs):
 def restored_variables(model):
     """Every variable of ``model`` (weights, moving statistics, seed-generator states) is put back on exit."""
     keras = sys.modules["keras"]
+    # An unbuilt model creates its variables in its first forward: verify_model builds it
+    # first, so those are saved too.
     saved = [(v, keras.ops.convert_to_numpy(v.value)) for v in model.variables]
     try:
         yield

@@ -26,7 +26,7 @@ import zlib
 
 import numpy as np
 
-from stats_dropout._internal.timeouts import time_limit, timeout_iv
+from stats_dropout._internal.timeouts import guarded_call, time_limit, timeout_iv
 from stats_dropout._internal.validation import probability_iv, seed_iv
 from stats_dropout.inference.verdicts import VerificationResult
 from stats_dropout.verification.adapters.dispatch import framework_of
@@ -541,6 +541,11 @@ def _verify_framework_model(framework, model, example_batch, *, sites, seed, fal
             from stats_dropout.verification import model_sites_keras as frame
 
             run = model
+            if not getattr(model, "built", True):
+                # An unbuilt model creates its variables in its first call: build it (an eval
+                # forward, which moves no statistic) so they are saved and restored too.
+                guarded_call("the building forward model(batch, training=False)", model, example_batch,
+                             training=False)
             restored = frame.restored_variables(model)
             missing = "no keras Dropout, SpatialDropout1D/2D/3D, GaussianDropout or AlphaDropout layer"
         found = frame.find_sites(run, sites)

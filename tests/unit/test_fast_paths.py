@@ -68,3 +68,13 @@ def test_mask_affine_moments_fall_back_for_a_statistic_not_affine_in_the_mask():
     slow = estimate_statistic_moments(scheme.bind(0.5), x, statistic, draws=5000, seed=2)
     np.testing.assert_array_equal(fast.mean, slow.mean)
     np.testing.assert_array_equal(fast.var, slow.var)
+
+
+def test_grouped_ratio_counts_negative_axes_from_the_end_of_one_draw():
+    from stats_dropout.inference.ratios import grouped_deviation_ratio
+
+    mu, sign = np.zeros((3, 4)), np.ones((3, 4))
+    y = np.random.default_rng(0).normal(size=(5, 3, 4))
+    a = grouped_deviation_ratio(mu, np.ones(3), (-1,), sign)(y)
+    b = grouped_deviation_ratio(mu, np.ones(3), (1,), sign)(y)
+    assert a.shape == (5,) and np.array_equal(a, b)

@@ -190,3 +190,14 @@ def test_keras_random_layer_in_eval_named_even_when_no_site(keras_models):
 def test_not_a_model_names_model():
     with pytest.raises(TypeError, match="`model` must be a torch.nn.Module, a flax nnx.Module or a keras model"):
         verify_model(object(), np.zeros((2, 2)))
+
+
+def test_keras_unbuilt_model_statistics_are_restored():
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dropout(0.5)])
+    batch = np.random.default_rng(1).normal(3.0, 1.0, size=(64, 4)).astype("float32")
+    assert not model.built
+    verify_model(model, batch, check_eval=False, **RATES)
+    bn = model.layers[1]
+    mean = keras.ops.convert_to_numpy(bn.moving_mean.value)
+    assert np.all(mean == 0.0), mean  # the train forward's update undone
