@@ -275,6 +275,9 @@ def _run_site(torch, site, captured, calls, *, functional_call, active_in_eval, 
         x = _numpy_input(torch, tensor, dtype)
         fields["dtype"] = f"{x.dtype} (captured {captured_dtype})" if str(x.dtype) != captured_dtype else str(x.dtype)
         if site.kind == "dropblock" and functional_call is None:
+            if mc:
+                notes.append("MC dropout declared: DropBlock is checked in train mode only (its eval-mode "
+                             "randomness by the MC checks)")
             result = _dropblock_battery(torch, site, x, seed, rates)
             failing = tuple(c.check for c in result.failed_checks)
             return SiteResult(verdict="passed" if result.passed else "failed", failing_checks=failing,
