@@ -38,6 +38,7 @@ import operator
 
 import numpy as np
 
+from stats_dropout._internal.timeouts import guarded_call
 from stats_dropout._internal.validation import callable_iv, draws_iv, positive_int_iv, probability_iv, seed_iv
 from stats_dropout.inference.design import min_draws_for_mean_error
 from stats_dropout.inference.results import ExactComparison, TrainMoments
@@ -157,8 +158,9 @@ def verify_dropblock(train, shape, keep_prob, block_size, *, relative_effect=0.1
     -------
     VerificationResult
         ``contract="dropblock"``; ``checks`` are the three checks of the module docstring. An
-        exception from ``train`` (anything but KeyboardInterrupt) fails every check with its
-        message; output of the wrong shape or with non-finite values likewise.
+        exception from ``train`` (anything but KeyboardInterrupt), a call over the enclosing time
+        limit, or output that is not a float array of ``shape`` with finite values fails every
+        check with its message.
     """
     train = callable_iv(train, "train")
     try:
@@ -187,8 +189,8 @@ def verify_dropblock(train, shape, keep_prob, block_size, *, relative_effect=0.1
     kept_expected = st.kept_fraction(keep_prob, bs, hw)
     ratios, scales, broken_maps, bad_scale = [], None, 0, None
     for call in range(n):
-        try:
-            y = np.asarray(train(x.copy()), dtype=np.float64)
+        try:  # under the enclosing time limit, if any (verify_model's timeout=, --timeout)
+            y = np.asarray(guarded_call(f"call {call + 1} of the DropBlock site", train, x.copy()), dtype=np.float64)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 — the user's implementation failing is a finding

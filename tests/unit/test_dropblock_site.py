@@ -104,6 +104,8 @@ def test_a_raising_implementation_fails_every_check_and_bad_arguments_are_named(
 
     r = verify_dropblock(broken, (2, 7, 7), 0.9, 3, draws=3)
     assert not r.passed and all("raised SystemExit" in c.message for c in r.checks)
+    garbage = verify_dropblock(lambda x: "not an array", (2, 7, 7), 0.9, 3, draws=3)
+    assert not garbage.passed and all("raised ValueError" in c.message for c in garbage.checks)
     with pytest.raises(ValueError, match="block_size"):
         verify_dropblock(lambda x: x, (2, 7, 7), 0.9, 8)
     with pytest.raises(ValueError, match="shape"):
