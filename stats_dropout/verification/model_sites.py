@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import inspect
 import numbers
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from stats_dropout.verification.adapters.pytorch import import_torch, keep_prob_
 
 __all__ = ["DropoutSite", "find_sites", "classify", "capture", "call_model", "module_stack", "functional_recorder",
            "NAME_MARKERS", "KEEP_ATTRIBUTES", "RATE_ATTRIBUTES", "FUNCTIONAL_CONTRACTS", "ROOT", "Capture",
-           "FunctionalCall", "patched_methods"]
+           "FunctionalCall", "patched_methods", "listed_sites"]
 
 #: A module of a class torch does not define is a dropout site if its class name contains one of
 #: these (case-insensitive) and it has a keep or rate attribute.
@@ -148,6 +149,28 @@ def classify(module):
     return kind, keep_prob, f"class name {name} with attribute {attr} (read as the {reads})"
 
 
+def listed_sites(sites, named, classify, what="module"):
+    """The sites a user listed, for any framework: ``sites`` are paths, or path -> Implementation fields.
+
+    ``named`` maps paths to modules (layers); ``classify(module)`` is the framework's rule
+    (``(kind, keep_prob, rule)`` or None: then the site is ``"user"``, with no keep_prob unless the
+    fields give one). ValueError for a path that is not in ``named`` (with the closest names),
+    TypeError for fields that are not a dict.
+    """
+    listed = dict(sites) if isinstance(sites, Mapping) else {s: {} for s in sites}
+    out = []
+    for path, overrides in listed.items():
+        if not isinstance(path, str) or path not in named:
+            close = difflib.get_close_matches(str(path), [n for n in named if n and n != ROOT], n=3)
+            raise ValueError(f"`sites` names {path!r}, which is no {what} of the model"
+                             + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+        if not isinstance(overrides, Mapping):
+            raise TypeError(f"`sites[{path!r}]` must be a dict of Implementation fields; got {overrides!r}")
+        kind, keep_prob, rule = classify(named[path]) or ("user", None, "listed by the user")
+        out.append(_site(path, named[path], kind, keep_prob, rule, overrides))
+    return out
+
+
 def _site(path, module, kind, keep_prob, rule, overrides):
     overrides = dict(overrides)
     if kind == "drop_path":
@@ -187,21 +210,7 @@ def find_sites(model, sites=None):
     """
     named = dict(model.named_modules())
     if sites is not None:
-        listed = dict(sites) if isinstance(sites, Mapping) else {s: {} for s in sites}
-        out = []
-        for path, overrides in listed.items():
-            if not isinstance(path, str) or path not in named:
-                import difflib
-
-                close = difflib.get_close_matches(str(path), [n for n in named if n], n=3)
-                raise ValueError(f"`sites` names {path!r}, which is no module of the model"
-                                 + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
-            if not isinstance(overrides, Mapping):
-                raise TypeError(f"`sites[{path!r}]` must be a dict of Implementation fields; got {overrides!r}")
-            found = classify(named[path])
-            kind, keep_prob, rule = found if found else ("user", None, "listed by the user")
-            out.append(_site(path, named[path], kind, keep_prob, rule if found else rule, overrides))
-        return out
+        return listed_sites(sites, named, classify)
     out = []
     for path, module in named.items():
         if any(path.startswith(s.path + ".") for s in out):

@@ -20,14 +20,13 @@ given: ``verify_model`` gives them :func:`prepare`'s clone (``nnx.clone``), neve
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 
 import numpy as np
 
 from stats_dropout._internal.timeouts import CallTimeout, guarded_call
 from stats_dropout.verification.adapters.pytorch import keep_prob_from_rate
 from stats_dropout.verification.model_eval import compare_site_passes
-from stats_dropout.verification.model_sites import ROOT, Capture, DropoutSite, call_model, patched_methods
+from stats_dropout.verification.model_sites import ROOT, Capture, DropoutSite, call_model, listed_sites, patched_methods
 
 __all__ = ["import_nnx", "is_nnx_model", "prepare", "named_modules", "find_sites", "capture", "eval_randomness",
            "MODE_ARGUMENTS"]
@@ -98,22 +97,7 @@ def find_sites(model, sites=None):
     if sites is None:
         return [DropoutSite(path, *found, module) for path, module in named.items()
                 if (found := classify(module)) is not None]
-    listed = dict(sites) if isinstance(sites, Mapping) else {s: {} for s in sites}
-    out = []
-    for path, overrides in listed.items():
-        if not isinstance(path, str) or path not in named:
-            import difflib
-
-            close = difflib.get_close_matches(str(path), [n for n in named if n != ROOT], n=3)
-            raise ValueError(f"`sites` names {path!r}, which is no module of the model"
-                             + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
-        if not isinstance(overrides, Mapping):
-            raise TypeError(f"`sites[{path!r}]` must be a dict of Implementation fields; got {overrides!r}")
-        kind, keep_prob, rule = classify(named[path]) or ("user", None, "listed by the user")
-        if "keep_prob" in overrides:
-            keep_prob = float(overrides["keep_prob"])
-        out.append(DropoutSite(path, kind, keep_prob, rule, named[path], dict(overrides)))
-    return out
+    return listed_sites(sites, named, classify, "module")
 
 
 def _array(jax, x):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -31,7 +30,7 @@ from stats_dropout._internal.timeouts import CallTimeout, guarded_call
 from stats_dropout.verification.adapters.keras_layers import KERAS_CLASSES, is_keras_layer
 from stats_dropout.verification.adapters.pytorch import keep_prob_from_rate
 from stats_dropout.verification.model_eval import compare_site_passes
-from stats_dropout.verification.model_sites import ROOT, Capture, DropoutSite, patched_methods
+from stats_dropout.verification.model_sites import ROOT, Capture, DropoutSite, listed_sites, patched_methods
 
 __all__ = ["is_keras_model", "named_layers", "classify", "find_sites", "capture", "eval_randomness",
            "restored_variables", "KINDS"]
@@ -115,22 +114,7 @@ def find_sites(model, sites=None):
         if not out and classify(model) is not None:  # the model is a dropout layer itself
             out.append(DropoutSite(ROOT, *classify(model), model))
         return out
-    listed = dict(sites) if isinstance(sites, Mapping) else {s: {} for s in sites}
-    out = []
-    for path, overrides in listed.items():
-        if not isinstance(path, str) or path not in named:
-            import difflib
-
-            close = difflib.get_close_matches(str(path), list(named), n=3)
-            raise ValueError(f"`sites` names {path!r}, which is no layer of the model"
-                             + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
-        if not isinstance(overrides, Mapping):
-            raise TypeError(f"`sites[{path!r}]` must be a dict of Implementation fields; got {overrides!r}")
-        kind, keep_prob, rule = classify(named[path]) or ("user", None, "listed by the user")
-        if "keep_prob" in overrides:
-            keep_prob = float(overrides["keep_prob"])
-        out.append(DropoutSite(path, kind, keep_prob, rule, named[path], dict(overrides)))
-    return out
+    return listed_sites(sites, named, classify, "layer")
 
 
 def _to_numpy(keras, x):
