@@ -101,7 +101,10 @@ def holm_adjust(pvalues):
     if not np.all((p >= 0) & (p <= 1)):  # NaN fails too
         bad = p[~((p >= 0) & (p <= 1))][:3]
         raise ValueError(f"`pvalues` must lie in [0, 1]; got {', '.join(f'{v!r}' for v in bad.tolist())}")
-    order = np.argsort(p, kind="stable")
+    # Any sort order will do: tied p-values all get the first one's adjusted value (the running
+    # maximum carries its larger (m − j + 1) p over the tie), so the fast unstable sort gives
+    # the same result as a stable one.
+    order = np.argsort(p)
     scaled = np.minimum(1.0, p[order] * (m - np.arange(m)))
     adjusted = np.empty_like(p)
     adjusted[order] = np.maximum.accumulate(scaled)

@@ -157,10 +157,33 @@ class Collector:
         # A unit is observable where its kept and dropped values differ beyond rounding: x ≠ 0
         # for Bernoulli masks, x away from α' for alpha dropout.
         self.observable = contract.observable(self.x64, keep_prob, self.rounding_dtype, self.forms)
+        self.all_observable = bool(self.observable.all())
         if contract.has_masks:
             self.dropped = contract.dropped_value(self.x64, keep_prob)
-            self.zero_dropped = not np.any(self.dropped)  # Bernoulli: |y − 0| needs no subtraction
+            self.zero_dropped = not np.any(self.dropped)
             self.kept_tol = contract.dropped_tolerance(self.x64, keep_prob, self.rounding_dtype)
+
+    def _scratch(self):
+        """Arrays every draw writes into instead of allocating: the mutation test's, ``|y|``,
+        and two keep patterns used in turn (MaskPairs compares a draw's with the previous one)."""
+        shape = self.x.shape
+        self._same = np.empty(shape, dtype=bool)
+        self._magnitude = np.empty(shape)
+        self._kept = (np.empty(shape, dtype=bool), np.empty(shape, dtype=bool))
+
+    def _kept_units(self, y64, draw):
+        """Units whose output is not the dropped value (beyond rounding), observable ones only."""
+        kept = self._kept[draw % 2]
+        magnitude = self._magnitude
+        if self.zero_dropped:  # Bernoulli: |y − 0| needs no subtraction
+            np.abs(y64, out=magnitude)
+        else:
+            np.subtract(y64, self.dropped, out=magnitude)
+            np.abs(magnitude, out=magnitude)
+        np.greater(magnitude, self.kept_tol, out=kept)
+        if not self.all_observable:
+            np.logical_and(kept, self.observable, out=kept)
+        return kept
 
     def _accumulators(self, draws):
         c, p, x = self.c, self.p, self.x64
@@ -184,7 +207,7 @@ class Collector:
         """The output as float64 if it is usable, else None with the reason recorded in ``ev``."""
         # The probe is finite (validated), so a plain comparison suffices: a NaN written into
         # the copy differs from the probe; equal_nan would cost two isnan passes.
-        if not np.array_equal(xin, self.x):
+        if not np.equal(xin, self.x, out=self._same).all():
             ev.mutated = True
         y, error = call_user(np.asarray, raw)
         if error:  # e.g. a ragged list, or an __array__ that raises
@@ -202,10 +225,14 @@ class Collector:
             ev.shape_error = f"train returned a non-real array of dtype {y.dtype}"
             return None
         y64 = np.asarray(y, dtype=np.float64)  # no copy of a float64 output: it is only read
-        finite = np.isfinite(y64)
-        if not finite.all():
-            ev.nonfinite = int(y64.size - np.count_nonzero(finite))
-            return None
+        # A sum with an inf or NaN term is inf or NaN in any order (IEEE 754), so a finite sum
+        # proves every value finite in one reduction; only an inf or NaN sum (or an overflow)
+        # needs the element-wise test.
+        if not np.isfinite(np.sum(y64)):
+            finite = np.isfinite(y64)
+            if not finite.all():
+                ev.nonfinite = int(y64.size - np.count_nonzero(finite))
+                return None
         return y64
 
     def collect(self, draws, seed):
@@ -214,6 +241,7 @@ class Collector:
         # Per-element moments are read only without a keep/drop mask (check_mean_per_unit's z
         # test); with one, a unit's mean is its keep count (MaskCounts).
         moments = None if self.c.has_masks else BlockMoments(self.x.size)
+        self._scratch()
         with seeded_global_rngs(seed, self.reseed):
             for _ in range(draws):
                 xin = self.x.copy()
@@ -233,9 +261,7 @@ class Collector:
                 if ev.only_zero_one and not np.all((y64 == 0) | (y64 == 1)):
                     ev.only_zero_one = False
                 if ev.masks is not None:
-                    kept = np.abs(y64 if self.zero_dropped else y64 - self.dropped) > self.kept_tol
-                    if not ev.masks.all_observable:
-                        kept &= self.observable
+                    kept = self._kept_units(y64, ev.draws)
                     entries = mask_entries(kept, self.axes)
                     ev.masks.update(kept, entries)
                     ev.pairs.update(entries)
