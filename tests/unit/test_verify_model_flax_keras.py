@@ -1,11 +1,14 @@
 """verify_model on flax nnx and keras 3 models: every dropout site found, verified on its real activation.
 
-Subjects (built here, small: a 64 × 32 batch): an nnx MLP with two ``nnx.Dropout`` sites of different
+Subjects (built here, small: a 1024 × 32 batch): an nnx MLP with two ``nnx.Dropout`` sites of different
 rates, and the same MLP whose second block calls its Dropout with ``deterministic=False`` (random in
 eval mode); a keras functional model with ``Dropout`` and ``GaussianDropout``, and the same model whose
 ``Dropout`` is a subclass that forgets the rescale. Each skips cleanly without its framework. The
 batteries run at looser error rates than the defaults (``RATES``: 1e-3 false fail, 1e-2 false pass per
 site) to keep the file fast; every run is seeded, and the planted bugs are far beyond those rates' reach.
+The batch is 1024 rows, not fewer: a site's battery needs a fixed number of mask entries, so a small
+activation means many calls (each a framework dispatch of about a millisecond) and capped draws; 1024 × 32
+gives each site its full draws in a few dozen calls.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 from stats_dropout.verification.models import EVAL_CHECK, verify_model  # noqa: E402
 
 RATES = {"false_fail_rate": 1e-3, "false_pass_rate": 1e-2}
+BATCH = 1024  # rows of the example batch (see above)
 
 
 def row(result, path):
@@ -55,7 +59,7 @@ def nnx_models():
                 x = block(x)
             return self.out(x)
 
-    batch = jnp.asarray(np.random.default_rng(0).normal(size=(64, 32)), dtype=jnp.float32)
+    batch = jnp.asarray(np.random.default_rng(0).normal(size=(BATCH, 32)), dtype=jnp.float32)
     return nnx, MLP, batch
 
 
@@ -70,7 +74,7 @@ def test_nnx_mlp_passes_with_both_sites(nnx_models):
     assert [r.path for r in result.rows] == ["blocks.0.dropout", "blocks.1.dropout"]
     assert row(result, "blocks.0.dropout").keep_prob == pytest.approx(0.9)
     assert row(result, "blocks.1.dropout").keep_prob == pytest.approx(0.5)
-    assert all(r.input_shape == (64, 32) and r.calls == 1 and r.dtype == "float32" for r in result.rows)
+    assert all(r.input_shape == (BATCH, 32) and r.calls == 1 and r.dtype == "float32" for r in result.rows)
     assert "two eval-mode forwards agree" in str(result)
     # the user's model is untouched: rng counts, flags, parameters; the class method is restored
     assert nnx.Dropout.__call__ is call
@@ -128,7 +132,7 @@ def keras_models():
         x = (NoRescaleDropout if bug else layers.Dropout)(0.25, name="drop")(x)
         return keras.Model(inputs, layers.Dense(4, name="head")(x), name="net")
 
-    batch = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+    batch = np.random.default_rng(0).normal(size=(BATCH, 32)).astype(np.float32)
     return keras, build, batch
 
 
@@ -143,7 +147,7 @@ def test_keras_functional_passes_with_right_keep_probs(keras_models):
     assert [(r.path, r.kind) for r in result.rows] == [("gauss", "gaussian"), ("drop", "dropout")]
     assert row(result, "gauss").keep_prob == pytest.approx(0.7)
     assert row(result, "drop").keep_prob == pytest.approx(0.75)
-    assert all(r.input_shape == (64, 32) for r in result.rows)
+    assert all(r.input_shape == (BATCH, 32) for r in result.rows)
     # seed generators and weights restored, the class method too
     assert keras.layers.Dropout.call is call
     assert all(np.array_equal(a, keras.ops.convert_to_numpy(v.value)) for a, v in zip(before, model.variables))
@@ -195,7 +199,7 @@ def test_not_a_model_names_model():
 def test_keras_unbuilt_model_statistics_are_restored():
     keras = pytest.importorskip("keras")
     model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dropout(0.5)])
-    batch = np.random.default_rng(1).normal(3.0, 1.0, size=(64, 4)).astype("float32")
+    batch = np.random.default_rng(1).normal(3.0, 1.0, size=(2048, 4)).astype("float32")  # 2048 × 8 at the site
     assert not model.built
     verify_model(model, batch, check_eval=False, **RATES)
     bn = model.layers[1]
