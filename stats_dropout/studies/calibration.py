@@ -17,7 +17,7 @@ by simulation, at relaxed levels where a few thousand runs resolve them:
   fraction of runs the check passes against the stated false-pass rate.
 
 Cells are picklable tuples and each carries its seed, so :func:`map_cells` returns the same
-records whichever executor runs them (processes, Dask, one process); battery passes hold a
+records whichever executor runs them (one process, local worker processes, Dask); battery passes hold a
 process-wide lock, since the battery seeds numpy's and torch's global RNGs and Dask threads
 of one process would share them. ``benchmarks/calibrate_battery.py`` runs the full study and
 writes ``docs/CALIBRATION.md``.
@@ -218,13 +218,14 @@ def false_fail_cells(records):
                              kind="stable").reset_index(drop=True)
 
 
-def null_study(min_decisions=2000, *, seed=0, executor="local", scheduler=None, processes=False, progress=False,
-               plan=None):
-    """Run the null cells; returns the list of records (:func:`null_cell`), in cell order."""
+def null_study(min_decisions=2000, *, seed=0, plan=None, **options):
+    """Run the null cells; returns the list of records (:func:`null_cell`), in cell order.
+
+    ``options`` (executor, scheduler, processes, workers, progress) go to
+    :func:`~stats_dropout._internal.executors.map_cells`; they cannot change a record.
+    """
     cells = null_cells(min_decisions, seed=seed, plan=plan)
-    out = map_cells(null_cell, cells, executor=executor, scheduler=scheduler, progress=progress,
-                    processes=processes)
-    return [r for records in out for r in records]
+    return [r for records in map_cells(null_cell, cells, **options) for r in records]
 
 
 # --- power -------------------------------------------------------------------------------
@@ -280,15 +281,16 @@ def power_cell(cell):
                 message="" if d else res.message[:300])
 
 
-def power_study(seeds=400, *, seed=0, designs=None, executor="local", scheduler=None, processes=False,
-                progress=False):
-    """Records of every power run (:func:`power_cell`), with each design's pilot effect."""
+def power_study(seeds=400, *, seed=0, designs=None, **options):
+    """Records of every power run (:func:`power_cell`), with each design's pilot effect.
+
+    ``options`` as in :func:`null_study` (the pilots run without a progress bar).
+    """
     rows = list(POWER_DESIGNS) if designs is None else list(designs)
-    pilots = dict(zip(rows, map_cells(_pilot_cell, [(r, seed) for r in rows], executor=executor,
-                                      scheduler=scheduler, processes=processes)))
+    quiet = {**options, "progress": False}
+    pilots = dict(zip(rows, map_cells(_pilot_cell, [(r, seed) for r in rows], **quiet)))
     cells = power_cells(seeds, seed=seed, designs=rows, effects={r: pilots[r]["effect"] for r in rows})
-    out = map_cells(power_cell, cells, executor=executor, scheduler=scheduler, progress=progress,
-                    processes=processes)
+    out = map_cells(power_cell, cells, **options)
     for rec in out:
         rec["pilot_mde"] = pilots[rec["row"]]["mde"]
         rec["stated"] = pilots[rec["row"]]["stated"]
@@ -327,8 +329,7 @@ def power_table(records):
     return pd.DataFrame(rows)
 
 
-def calibrate(null_decisions=2000, power_seeds=400, *, seed=0, executor="local", scheduler=None, processes=False,
-              progress=False, plan=None, designs=None):
+def calibrate(null_decisions=2000, power_seeds=400, *, seed=0, plan=None, designs=None, **options):
     """The calibration: ``(false_fail, power)`` tables (:func:`false_fail_table`,
 :func:`power_table`).
 
@@ -341,12 +342,12 @@ def calibrate(null_decisions=2000, power_seeds=400, *, seed=0, executor="local",
         Seeds per buggy implementation.
     seed : int
         Offset of every battery seed.
-    executor, scheduler, processes, progress
-        Passed to :func:`~stats_dropout._internal.executors.map_cells`.
     plan, designs : optional
         A subset of :data:`NULL_PLAN` and rows of :data:`POWER_DESIGNS`.
+    **options
+        ``executor``, ``scheduler``, ``processes``, ``workers``, ``progress``: passed to
+        :func:`~stats_dropout._internal.executors.map_cells` (they cannot change the tables).
     """
-    options = dict(executor=executor, scheduler=scheduler, processes=processes, progress=progress)
     records = null_study(null_decisions, seed=seed, plan=plan, **options)
     power = power_study(power_seeds, seed=seed, designs=designs, **options)
     return false_fail_table(records), power_table(power)

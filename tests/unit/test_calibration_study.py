@@ -4,7 +4,10 @@ Tiny seed counts: the cells, the records and the tables' columns; and that each 
 the effect it claims (large effects, so a few thousand numpy draws settle it).
 """
 
+import importlib.util
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -64,6 +67,36 @@ def test_power_records_and_table():
     assert (table.seeds == 2).all() and set(table.verdict) <= {"ok", "FAIL"}
     assert (table.stated == cal.FALSE_PASS_RATE).all()
     assert np.allclose(table.effect, table.stated_mde)  # the bug is built at the stated effect
+
+
+# --- one calibration, whichever executor runs its seed loops ----------------------------------
+#: A few battery seeds: numpy's global RNG (numpy), noise (gaussian) and torch's RNG when installed.
+TINY_PLAN = {"numpy": {"2d": 2}, "gaussian": {"tiny": 1},
+             **({"torch": {"tiny": 1}} if importlib.util.find_spec("torch") else {})}
+
+
+def tiny_calibration(**options):
+    """Null and power records of a tiny calibration, and their tables, as data frames."""
+    null = cal.null_study(plan=TINY_PLAN, **options)
+    power = cal.power_study(2, designs=["calls", "moments"], **options)
+    return pd.DataFrame(null), cal.false_fail_table(null), pd.DataFrame(power), cal.power_table(power)
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    return tiny_calibration(executor="local")
+
+
+@pytest.mark.parametrize("options", [dict(executor="processes", workers=2),
+                                     dict(executor="dask", workers=2, processes=False)],
+                         ids=["2 worker processes", "dask LocalCluster"])
+def test_tiny_calibration_is_bit_identical_on_every_executor(one_process, options):
+    if options["executor"] == "dask":
+        pytest.importorskip("distributed")
+    # Threads of a LocalCluster (processes=False) share numpy's global RNG: battery_lock keeps
+    # each battery pass whole; worker processes each have their own.
+    for got, want in zip(tiny_calibration(**options), one_process):
+        pd.testing.assert_frame_equal(got, want, check_exact=True)  # every bit, NaN where NaN
 
 
 def test_clopper_pearson():

@@ -1,4 +1,4 @@
-"""map_cells: local and Dask executors return the same results, in input order."""
+"""map_cells: local, process-pool and Dask executors return the same results, in input order."""
 
 import operator
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import stats_dropout as sd
-from stats_dropout._internal.executors import map_cells
+from stats_dropout._internal import executors
+from stats_dropout._internal.executors import executor_options, map_cells
 
 
 def _cell_estimate(cell):
@@ -37,7 +38,7 @@ def test_input_validation():
         map_cells(3, [1])
     with pytest.raises(TypeError, match="`cells` must be an iterable"):
         map_cells(abs, 3)
-    with pytest.raises(ValueError, match="`executor` must be one of 'local', 'dask'; got 'ray'"):
+    with pytest.raises(ValueError, match="`executor` must be one of 'local', 'processes', 'dask'; got 'ray'"):
         map_cells(abs, [1], executor="ray")
     with pytest.raises(TypeError, match="`executor` must be one of"):
         map_cells(abs, [1], executor=None)
@@ -51,6 +52,51 @@ def test_input_validation():
         map_cells(abs, [1], processes=1)
 
 
+@pytest.mark.parametrize("workers, error", [(0, ValueError), (-2, ValueError), ("2", TypeError), (True, TypeError),
+                                            (2.0, TypeError)])
+def test_bad_worker_count_names_the_argument_and_value(workers, error):
+    with pytest.raises(error, match=f"`workers` must be a positive integer; got {workers!r}"):
+        map_cells(abs, [1], executor="processes", workers=workers)
+
+
+def test_workers_only_where_they_are_used():
+    with pytest.raises(ValueError, match="`workers` is not used with executor='local'; got workers=2"):
+        map_cells(abs, [1], workers=2)
+    with pytest.raises(ValueError, match="`workers` is not used with a scheduler; got workers=2"):
+        map_cells(abs, [1], executor="dask", scheduler="tcp://127.0.0.1:8786", workers=2)
+
+
+def test_processes_need_a_picklable_fn():
+    with pytest.raises(TypeError, match="`fn` must be picklable for executor='processes'"):
+        map_cells(lambda c: c, [1], executor="processes", workers=2)
+
+
+@pytest.mark.parametrize("environ, options", [
+    ({}, dict(executor="processes", workers=2)),  # the default: every core (two, as patched)
+    ({"STATS_DROPOUT_WORKERS": "1"}, dict(executor="local")),
+    ({"STATS_DROPOUT_WORKERS": " 3 "}, dict(executor="processes", workers=3)),
+    ({"STATS_DROPOUT_WORKERS": ""}, dict(executor="processes", workers=2)),
+    ({"STATS_DROPOUT_SCHEDULER": "tcp://10.0.0.1:8786", "STATS_DROPOUT_WORKERS": "1"},
+     dict(executor="dask", scheduler="tcp://10.0.0.1:8786")),
+    ({"STATS_DROPOUT_SCHEDULER": "  "}, dict(executor="processes", workers=2)),
+])
+def test_executor_options_from_the_environment(monkeypatch, environ, options):
+    monkeypatch.setattr(executors, "default_workers", lambda: 2)
+    assert executor_options(environ) == options
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5"])
+def test_bad_worker_variable_names_the_variable_and_value(raw):
+    with pytest.raises(ValueError, match=f"STATS_DROPOUT_WORKERS must be a positive integer .*got {raw!r}"):
+        executor_options({"STATS_DROPOUT_WORKERS": raw})
+
+
+def test_executor_options_reads_os_environ(monkeypatch):
+    monkeypatch.setenv("STATS_DROPOUT_WORKERS", "oops")
+    with pytest.raises(ValueError, match="STATS_DROPOUT_WORKERS"):
+        executor_options()
+
+
 def test_progress_without_breaking_results(capsys):
     assert map_cells(abs, [-1, -2], progress=True) == [1, 2]
 
@@ -60,6 +106,16 @@ def _assert_same(results, expected):
     for (mean, var), (mean_ref, var_ref) in zip(results, expected):
         np.testing.assert_array_equal(mean, mean_ref)  # bit-identical, not just close
         np.testing.assert_array_equal(var, var_ref)
+
+
+def test_process_pool_matches_local_run_bit_for_bit():
+    # The pool is spawned once (a few seconds of imports) and kept: the second call reuses it.
+    expected = map_cells(_cell_estimate, CELLS)
+    _assert_same(map_cells(_cell_estimate, CELLS, executor="processes", workers=2), expected)
+    pool = executors._POOL
+    assert map_cells(operator.neg, range(5), executor="processes", workers=2, progress=True) == [0, -1, -2, -3, -4]
+    assert executors._POOL is pool
+    assert map_cells(operator.neg, [], executor="processes", workers=2) == []
 
 
 def test_dask_local_cluster_matches_local_run():
