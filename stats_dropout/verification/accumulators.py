@@ -279,23 +279,17 @@ class KeptScale:
         self._diff = np.empty(x.shape)
         self._bad = np.empty(x.shape, dtype=bool)
 
-    def update(self, y, y_unit, kept):
-        tol = self.tolerance
-        # bad = kept & (|y − form₀| > tol), in whole-array passes into the scratch arrays
-        bad, diff = self._bad, self._diff
-        np.subtract(y, self.form_values[0], out=diff)
-        np.abs(diff, out=diff)
-        np.greater(diff, tol, out=bad)
-        np.logical_and(bad, kept, out=bad)
+    def update(self, y, y_unit, kept, exact=False):
+        """Add one draw: ``y`` in its own units, ``y_unit`` at unit scale, ``kept`` its kept
+        units; ``exact``: the caller found every kept unit equal to the first form's value as
+        the output dtype rounds it, which is within the tolerance (nothing to test)."""
         n_kept = int(np.count_nonzero(kept))
-        self.form_matches[0] += n_kept - int(np.count_nonzero(bad))
-        for i in range(1, len(self.form_values)):
-            if not bad.any():  # usually every kept unit matches the exact form
-                break
-            idx = np.flatnonzero(bad)
-            hit = np.abs(y.flat[idx] - self.form_values[i].flat[idx]) <= tol.flat[idx]
-            self.form_matches[i] += int(np.count_nonzero(hit))
-            bad.flat[idx[hit]] = False
+        if exact:
+            bad, n_bad = None, 0
+            self.form_matches[0] += n_kept
+        else:
+            bad = self._unmatched(y, kept, n_kept)
+            n_bad = int(np.count_nonzero(bad))
         if self.per_unit:
             self._y_sum += y_unit
             if self._kept_count is not None:
@@ -305,7 +299,6 @@ class KeptScale:
             yk = y_unit.reshape(-1) * kf
             self.fit_sums += (kf.sum(), _dot(self._xflat, kf), _dot(self._x2flat, kf), yk.sum(),
                               _dot(self._xflat, yk))
-        n_bad = int(np.count_nonzero(bad))
         self.checked += n_kept
         self.violations += n_bad
         if n_bad and self.worst is None:
@@ -313,6 +306,24 @@ class KeptScale:
             self.worst = (float(self.x.flat[i]), float(y.flat[i]), float(self.kept_value.flat[i]))
         if n_kept and len(self.ratios) < 5:
             self.ratios.append(self._median_scale(y, kept))
+
+    def _unmatched(self, y, kept, n_kept):
+        """Kept units that match none of the forms (a scratch bool array); counts the matches."""
+        tol, bad, diff = self.tolerance, self._bad, self._diff
+        # bad = kept & (|y − form₀| > tol), in whole-array passes: no fancy indexing
+        np.subtract(y, self.form_values[0], out=diff)
+        np.abs(diff, out=diff)
+        np.greater(diff, tol, out=bad)
+        np.logical_and(bad, kept, out=bad)
+        self.form_matches[0] += n_kept - int(np.count_nonzero(bad))
+        for i in range(1, len(self.form_values)):
+            if not bad.any():  # usually every kept unit matches the exact form
+                break
+            idx = np.flatnonzero(bad)
+            hit = np.abs(y.flat[idx] - self.form_values[i].flat[idx]) <= tol.flat[idx]
+            self.form_matches[i] += int(np.count_nonzero(hit))
+            bad.flat[idx[hit]] = False
+        return bad
 
     def _median_scale(self, y, kept):
         """Median kept scale ``y/x`` of one call, over its first :data:`RATIO_SAMPLE` units.

@@ -171,9 +171,48 @@ class Collector:
         self._magnitude = np.empty(shape)
         self._kept = (np.empty(shape, dtype=bool), np.empty(shape, dtype=bool))
 
+    def _exact_outputs(self, kept_scale):
+        """Set up :meth:`_kept_exactly`: the kept value of every unit as the output dtype rounds
+        it, and the units it marks kept; None where the shortcut could disagree with the
+        tolerance tests (a non-zero dropped value, or a rounded kept value outside the band)."""
+        if not (self.c.has_masks and self.zero_dropped):
+            return None
+        exact = kept_scale.form_values[0]
+        if is_real_float_dtype(self.x.dtype):
+            exact = exact.astype(self.x.dtype).astype(np.float64)
+        # The same float64 arithmetic the tolerance tests do on an output equal to `exact`.
+        if np.any((np.abs(exact - kept_scale.form_values[0]) > kept_scale.tolerance) & self.observable):
+            return None
+        kept_if_exact = (np.abs(exact) > self.kept_tol) & self.observable
+        return exact, kept_if_exact, np.empty(self.x.shape, dtype=bool)
+
+    def _kept_exactly(self, y64, kept):
+        """True, with ``kept`` filled, when every output is exactly 0 or exactly its unit's kept
+        value (:meth:`_exact_outputs`); False (``kept`` undefined) otherwise.
+
+        Exact equality implies what the tolerance tests would find (0 is within the dropped
+        band; the kept value within the kept band, checked once for every unit), so a correct
+        exact implementation is judged in two comparisons instead of six passes. A draw that
+        misses turns the shortcut off for the rest of the collection (``x * (1/p)`` layers miss
+        by an ulp on some units, and would pay for both).
+        """
+        exact, kept_if_exact, either = self._exact
+        np.equal(y64, exact, out=kept)
+        np.equal(y64, 0.0, out=either)
+        np.logical_or(either, kept, out=either)
+        if not either.all():
+            self._exact = None
+            return False
+        np.logical_and(kept, kept_if_exact, out=kept)
+        return True
+
     def _kept_units(self, y64, draw):
-        """Units whose output is not the dropped value (beyond rounding), observable ones only."""
+        """Units whose output is not the dropped value (beyond rounding), observable ones only,
+        and whether every kept unit equals its kept value exactly (then the kept-scale test
+        has nothing left to find)."""
         kept = self._kept[draw % 2]
+        if self._exact is not None and self._kept_exactly(y64, kept):
+            return kept, True
         magnitude = self._magnitude
         if self.zero_dropped:  # Bernoulli: |y − 0| needs no subtraction
             np.abs(y64, out=magnitude)
@@ -183,7 +222,7 @@ class Collector:
         np.greater(magnitude, self.kept_tol, out=kept)
         if not self.all_observable:
             np.logical_and(kept, self.observable, out=kept)
-        return kept
+        return kept, False
 
     def _accumulators(self, draws):
         c, p, x = self.c, self.p, self.x64
@@ -242,6 +281,7 @@ class Collector:
         # test); with one, a unit's mean is its keep count (MaskCounts).
         moments = None if self.c.has_masks else BlockMoments(self.x.size)
         self._scratch()
+        self._exact = None if ev.kept_scale is None else self._exact_outputs(ev.kept_scale)
         with seeded_global_rngs(seed, self.reseed):
             for _ in range(draws):
                 xin = self.x.copy()
@@ -261,11 +301,11 @@ class Collector:
                 if ev.only_zero_one and not np.all((y64 == 0) | (y64 == 1)):
                     ev.only_zero_one = False
                 if ev.masks is not None:
-                    kept = self._kept_units(y64, ev.draws)
+                    kept, exact = self._kept_units(y64, ev.draws)
                     entries = mask_entries(kept, self.axes)
                     ev.masks.update(kept, entries)
                     ev.pairs.update(entries)
-                    ev.kept_scale.update(y64, y_unit, kept)
+                    ev.kept_scale.update(y64, y_unit, kept, exact=exact)
                 elif ev.noise is not None:
                     ev.noise.update(y64)
         ev.moments = None if moments is None else moments.result()
