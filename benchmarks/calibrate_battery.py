@@ -2,15 +2,19 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/calibrate_battery.py                       # full study, 2 Dask processes
-    .venv/bin/python benchmarks/calibrate_battery.py --executor local      # one process (same tables)
+    .venv/bin/python benchmarks/calibrate_battery.py                       # full study, a process per core
+    .venv/bin/python benchmarks/calibrate_battery.py --workers 1           # one process (same tables)
+    .venv/bin/python benchmarks/calibrate_battery.py --scheduler tcp://host:8786   # a Dask cluster
     .venv/bin/python benchmarks/calibrate_battery.py --quick --out /tmp/c.md   # a smoke run
     .venv/bin/python benchmarks/calibrate_battery.py --from-records /tmp/calibration_records.pkl
 
 The full study: every statistical check ≥ 2000 times on correct implementations (false fail) and
 ≥ 400 seeds of a bug at each check's stated detectable effect (false pass), at the relaxed levels
 of :mod:`stats_dropout.studies.calibration`. The raw records are pickled (``--records``) so the
-page can be rewritten without rerunning (``--from-records``).
+page can be rewritten without rerunning (``--from-records``). Without ``--executor``,
+``--workers`` or ``--scheduler`` the seed loops run where the slow tests' do: the environment
+variables ``STATS_DROPOUT_WORKERS`` and ``STATS_DROPOUT_SCHEDULER``
+(:func:`~stats_dropout._internal.executors.executor_options`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stats_dropout._internal.executors import LOCAL_CLUSTER_WORKERS
+from stats_dropout._internal import executors
 from stats_dropout.studies import calibration as cal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +256,39 @@ def page(meta, null_records, power_records):
     return "\n".join(out), table, ptable
 
 
+def map_options(args):
+    """``map_cells`` options: the command line's where it names any, else the environment's."""
+    if args.scheduler:
+        options = dict(executor="dask", scheduler=args.scheduler)
+    elif args.executor is None:  # --workers alone reads as the variable would (1: this process)
+        environ = None if args.workers is None else {executors.WORKERS_VARIABLE: str(args.workers)}
+        options = executors.executor_options(environ)
+    else:
+        options = dict(executor=args.executor, workers=args.workers)
+    if options["executor"] == "dask":
+        options["processes"] = not args.threads
+    return dict(options, progress=args.progress)
+
+
+def workers_option(text):
+    """``--workers``: an int ≥ 1, else argparse's error naming the option and the value."""
+    try:
+        return executors.parse_workers(text, "--workers")
+    except ValueError as exc:  # argparse prints an ArgumentTypeError's own words
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def describe(options):
+    """Where the cells ran, for the page: one process, N worker processes, or Dask."""
+    executor, workers = options["executor"], options.get("workers")
+    if executor == "local":
+        return "one process"
+    if executor == "processes":
+        return f"{workers or executors.default_workers()} worker processes"
+    where = options.get("scheduler") or f"{workers or executors.LOCAL_CLUSTER_WORKERS} local workers"
+    return f"dask ({'processes' if options['processes'] else 'threads'}, {where})"
+
+
 def source_commit():
     """``"<commit>"`` of the checkout, with ``" + uncommitted changes under stats_dropout/"`` if any."""
     try:
@@ -269,8 +306,10 @@ def main(argv=None):
     parser.add_argument("--null-decisions", type=int, default=2000)
     parser.add_argument("--power-seeds", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--executor", choices=("local", "dask"), default="dask")
-    parser.add_argument("--scheduler", default=None)
+    parser.add_argument("--executor", choices=executors.EXECUTORS, default=None,
+                        help="default: from STATS_DROPOUT_WORKERS / STATS_DROPOUT_SCHEDULER (a process per core)")
+    parser.add_argument("--workers", type=workers_option, default=None, help="worker processes (default: the cores)")
+    parser.add_argument("--scheduler", default=None, help="a Dask scheduler address")
     parser.add_argument("--threads", action="store_true", help="Dask LocalCluster threads instead of processes")
     parser.add_argument("--quick", action="store_true", help="100 decisions, 20 seeds: a smoke run")
     parser.add_argument("--progress", action="store_true")
@@ -288,8 +327,7 @@ def main(argv=None):
         with open(args.from_records, "rb") as f:
             meta, null_records, power_records = pickle.load(f)
     else:
-        options = dict(executor=args.executor, scheduler=args.scheduler, processes=not args.threads,
-                       progress=args.progress)
+        options = map_options(args)
         load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
         commit = args.source or source_commit()
         cells = cal.null_cells(args.null_decisions, seed=args.seed)
@@ -307,14 +345,11 @@ def main(argv=None):
             print(f"replicate null study, seed offset {args.replicate}", flush=True)
             replicate = (args.replicate, cal.null_study(args.null_decisions, seed=args.replicate, **options),
                          time.perf_counter() - t2)
-        executor = args.executor if args.executor == "local" else (
-            f"dask ({'threads' if args.threads else 'processes'}, "
-            f"{args.scheduler or str(LOCAL_CLUSTER_WORKERS) + ' local workers'})")
         meta = dict(command="python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
                     date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), load=load,
                     machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, Python "
                             f"{platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}",
-                    wall=t2 - t0, wall_null=t1 - t0, wall_power=t2 - t1, executor=executor,
+                    wall=t2 - t0, wall_null=t1 - t0, wall_power=t2 - t1, executor=describe(options),
                     null_decisions=args.null_decisions, power_seeds=args.power_seeds, seed=args.seed,
                     commit=commit, commit_after=args.source or source_commit(), replicate=replicate)
         with open(args.records, "wb") as f:

@@ -24,7 +24,7 @@ import sys
 
 from stats_dropout._internal.validation import choice_iv, positive_int_iv
 
-__all__ = ["map_cells", "executor_options", "default_workers"]
+__all__ = ["map_cells", "executor_options", "default_workers", "parse_workers"]
 
 EXECUTORS = ("local", "processes", "dask")
 
@@ -116,18 +116,19 @@ def executor_options(environ=None):
     if scheduler:
         return dict(executor="dask", scheduler=scheduler)
     raw = environ.get(WORKERS_VARIABLE, "").strip()
-    workers = _parse_workers(raw) if raw else default_workers()
+    workers = parse_workers(raw) if raw else default_workers()
     # One worker: no pool at all, so the reference run is the plain in-process loop.
     return dict(executor="local") if workers == 1 else dict(executor="processes", workers=workers)
 
 
-def _parse_workers(raw):
+def parse_workers(text, name=WORKERS_VARIABLE):
+    """A worker count written as text (a variable, an option) as an int ≥ 1, or raise naming ``name``."""
     try:
-        workers = int(raw)
+        workers = int(text)
     except ValueError:
         workers = 0
     if workers < 1:
-        raise ValueError(f"{WORKERS_VARIABLE} must be a positive integer (worker processes); got {raw!r}")
+        raise ValueError(f"{name} must be a positive integer (worker processes); got {text!r}")
     return workers
 
 
