@@ -146,7 +146,8 @@ class Collector:
         # Kept values: exact or with the scale rounded in the output dtype, the compute dtype or
         # any lower-precision float dtype; then one rounding into the output dtype (the contract
         # derives the tolerances, ContractModel.kept_tolerance / dropped_tolerance).
-        self.forms = contract.kept_forms(keep_prob, lower_float_dtypes(x.dtype, compute_dtype))
+        self.scale_dtypes = lower_float_dtypes(x.dtype, compute_dtype)
+        self.forms = contract.kept_forms(keep_prob, self.scale_dtypes)
         # The dtype whose last rounding an output carries: the output dtype, or a declared compute
         # dtype of lower precision (a bfloat16 layer whose outputs travel in a float32 carrier:
         # its values were rounded to bfloat16 before they were widened).
@@ -170,40 +171,60 @@ class Collector:
         self._same = np.empty(shape, dtype=bool)
         self._magnitude = np.empty(shape)
         self._kept = (np.empty(shape, dtype=bool), np.empty(shape, dtype=bool))
+        self._either = np.empty(shape, dtype=bool)  # "0 or the kept value" (_kept_exactly)
 
     def _exact_outputs(self, kept_scale):
-        """Set up :meth:`_kept_exactly`: the kept value of every unit as the output dtype rounds
-        it, and the units it marks kept; None where the shortcut could disagree with the
-        tolerance tests (a non-zero dropped value, or a rounded kept value outside the band)."""
-        if not (self.c.has_masks and self.zero_dropped):
-            return None
-        exact = kept_scale.form_values[0]
-        if is_real_float_dtype(self.x.dtype):
-            exact = exact.astype(self.x.dtype).astype(np.float64)
-        # The same float64 arithmetic the tolerance tests do on an output equal to `exact`.
-        if np.any((np.abs(exact - kept_scale.form_values[0]) > kept_scale.tolerance) & self.observable):
-            return None
-        kept_if_exact = (np.abs(exact) > self.kept_tol) & self.observable
-        return exact, kept_if_exact, np.empty(self.x.shape, dtype=bool)
+        """The kept values :meth:`_kept_exactly` compares outputs with, as a lazy iterator of
+        ``(value, kept_if_equal)``: every kept form and (inverted) every quotient ``x / p``
+        with ``p`` rounded in a dtype, each rounded to the probe's dtype, in the order layers
+        most often produce them. A value qualifies only if the tolerance tests would count it
+        as the first form on every observable unit. Only for a zero dropped value."""
+        values = [lambda i=i: kept_scale.form_values[i] for i in range(len(kept_scale.form_values))]
+        if self.c.name == "inverted":  # layers divide: x / keep_prob, keep_prob rounded or not
+            values[1:1] = [lambda: self.x64 / self.p] + [
+                lambda d=d: self.x64 / float(np.asarray(self.p, dtype=d)) for d in self.scale_dtypes]
+        first, tol = kept_scale.form_values[0], kept_scale.tolerance
+        for value in values:
+            exact = value()
+            if is_real_float_dtype(self.x.dtype):
+                exact = exact.astype(self.x.dtype).astype(np.float64)
+            # The float64 arithmetic the tolerance tests do on an output equal to `exact`.
+            if not np.any((np.abs(exact - first) > tol) & self.observable):
+                yield exact, (np.abs(exact) > self.kept_tol) & self.observable
 
     def _kept_exactly(self, y64, kept):
-        """True, with ``kept`` filled, when every output is exactly 0 or exactly its unit's kept
-        value (:meth:`_exact_outputs`); False (``kept`` undefined) otherwise.
+        """True, with ``kept`` filled, when every output is exactly 0 or exactly one qualifying
+        kept value on every unit (:meth:`_exact_outputs`); False (``kept`` undefined) otherwise.
 
         Exact equality implies what the tolerance tests would find (0 is within the dropped
-        band; the kept value within the kept band, checked once for every unit), so a correct
-        exact implementation is judged in two comparisons instead of six passes. A draw that
-        misses turns the shortcut off for the rest of the collection (``x * (1/p)`` layers miss
-        by an ulp on some units, and would pay for both).
+        band; the value within the first form's kept band, checked once for every unit), so a
+        correct layer is judged in two comparisons instead of six passes. The value that
+        matched is tried first next time, others are built only when it misses; a draw that
+        matches none turns the shortcut off for the rest of the collection.
         """
-        exact, kept_if_exact, either = self._exact
-        np.equal(y64, exact, out=kept)
+        tried = self._exact_tried
+        for i, candidate in enumerate(tried):
+            if self._zero_or_equal(y64, candidate, kept):
+                tried.insert(0, tried.pop(i))
+                return True
+        for candidate in self._exact_pending:
+            tried.append(candidate)
+            if self._zero_or_equal(y64, candidate, kept):
+                tried.insert(0, tried.pop())
+                return True
+        self._exact_pending = None
+        return False
+
+    def _zero_or_equal(self, y64, candidate, kept):
+        """Is every output 0 or its unit's ``value``? ``kept`` is then filled."""
+        value, kept_if_equal = candidate
+        either = self._either
+        np.equal(y64, value, out=kept)
         np.equal(y64, 0.0, out=either)
         np.logical_or(either, kept, out=either)
         if not either.all():
-            self._exact = None
             return False
-        np.logical_and(kept, kept_if_exact, out=kept)
+        np.logical_and(kept, kept_if_equal, out=kept)
         return True
 
     def _kept_units(self, y64, draw):
@@ -211,7 +232,7 @@ class Collector:
         and whether every kept unit equals its kept value exactly (then the kept-scale test
         has nothing left to find)."""
         kept = self._kept[draw % 2]
-        if self._exact is not None and self._kept_exactly(y64, kept):
+        if self._exact_pending is not None and self._kept_exactly(y64, kept):
             return kept, True
         magnitude = self._magnitude
         if self.zero_dropped:  # Bernoulli: |y − 0| needs no subtraction
@@ -281,7 +302,9 @@ class Collector:
         # test); with one, a unit's mean is its keep count (MaskCounts).
         moments = None if self.c.has_masks else BlockMoments(self.x.size)
         self._scratch()
-        self._exact = None if ev.kept_scale is None else self._exact_outputs(ev.kept_scale)
+        shortcut = ev.kept_scale is not None and self.zero_dropped
+        self._exact_pending = self._exact_outputs(ev.kept_scale) if shortcut else None
+        self._exact_tried = []
         with seeded_global_rngs(seed, self.reseed):
             for _ in range(draws):
                 xin = self.x.copy()
