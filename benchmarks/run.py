@@ -473,7 +473,7 @@ def framework_cases():
         swept = sd.adapters.from_jax(jax_dropout, keep_prob=0.8)
         cases.append(("jax `fn(key, x)` (jit, keep_prob 0.8 bound), float32, one keep_prob",
                       lambda: sd.verify_dropout(bound), 0.1, ""))
-        cases.append(("jax `fn(key, x, keep_prob)` (jit), float32: `f(x, keep_prob)`",
+        cases.append(("jax `fn(key, x, keep_prob)` (jit), float32, keep_prob swept (`f(x, keep_prob)`)",
                       lambda: sd.verify_dropout(swept), 0.3, ""))
     return cases
 
@@ -650,14 +650,22 @@ def write_readme(path, block):
     Path(path).write_text(text[:start] + block + text[end + len(README_END):])
 
 
-NOTES = """## Reading the table
+NOTES = """## Reading the tables
 
+- *Goals* (issue #14, item 5): the floor of a train pass is `x * 1.0` on the same array (one
+  read, one fresh write), so "0.8× of the floor" means at most 1.25 times its time. A battery's
+  *time outside the layer's calls* is `result.cost.overhead_seconds`: the battery's wall time
+  minus the wall time inside the implementation's (adapted) calls, of the fastest of the timed
+  runs after one warm-up (imports, JIT compilation). The *adapter overhead* of `from_torch` is
+  (adapter call − module call) / module call on the same float64 array, the module called as
+  the adapter does (`train(True)`, `torch.no_grad()`). Commands run once each in a fresh
+  interpreter (`report` into an empty temporary directory: cold).
 - *Masks* are exact (integer thresholds, proven by enumeration in `tests/unit/test_masks.py`)
   and cost about 8 random bits per element: the top byte of the threshold comparison decides
   all but 1/256 of the elements.
 - A *train pass* over 10^7 float64 values cannot beat `x * 1.0`, one read of x and one write
   of a fresh output (the machine's memory bound). On top of that it pays the random bits and
-  one fused pass of the optional C kernel (`stats_dropout/_fastmask.c`): compare, exact
+  one fused pass of the optional C kernel (`stats_dropout/reference/_fastmask.c`): compare, exact
   division by `keep_prob` (kept units are `fl(x / p)`, not `x * (1/p)`), store, and the
   finiteness check of x. Without a compiler the numpy path gives the same bits more slowly.
   Inputs that fit in cache (10^6) are not memory bound: run with `--quick` to see.
