@@ -5,26 +5,22 @@ False fail: every statistical check decides ≥ 2000 times on correct implementa
 (Clopper–Pearson 95 % interval reaching down to nominal). False pass: ≥ 400 seeds of a bug at each
 check's stated detectable effect, and the check must miss it no more often than its stated
 false-pass rate (0.1). The study (``stats_dropout.studies.calibration``) runs through
-``map_cells``: Dask worker processes on this machine, or the scheduler in the environment
-variable ``SD_CALIBRATION_SCHEDULER`` (``SD_CALIBRATION_EXECUTOR=local``: one process). About
-20 minutes on 2 cores; docs/CALIBRATION.md is the same study written by
-``benchmarks/calibrate_battery.py``.
+``map_cells`` where every slow seed loop does (``executor_options``): a worker process per core,
+``STATS_DROPOUT_WORKERS=1`` for one process, or the Dask scheduler in ``STATS_DROPOUT_SCHEDULER``;
+the records are the same in each. About 20 minutes on 2 cores; docs/CALIBRATION.md is the same
+study written by ``benchmarks/calibrate_battery.py``.
 """
-
-import os
 
 import pandas as pd
 import pytest
 
-from stats_dropout._internal.executors import map_cells
+from stats_dropout._internal.executors import executor_options, map_cells
 from stats_dropout.studies import calibration as cal
 
 pytestmark = pytest.mark.slow
 
 NULL_DECISIONS, POWER_SEEDS = 2000, 400
-SCHEDULER = os.environ.get("SD_CALIBRATION_SCHEDULER") or None
-EXECUTOR = os.environ.get("SD_CALIBRATION_EXECUTOR", "dask")
-OPTIONS = dict(executor="dask" if SCHEDULER else EXECUTOR, scheduler=SCHEDULER, processes=True)
+OPTIONS = executor_options()
 #: Checks that only one contract has, and the per-channel check (4-D inputs only).
 ONE_IMPLEMENTATION = {"check_noise_distribution", "check_output_moments"}
 SHAPES_OF = {"check_keep_rate_per_channel": 2, "check_row_dispersion": 4}  # tiny's rows have < 10 entries
@@ -97,11 +93,12 @@ def test_one_cell_list_gives_identical_tables_on_every_executor():
     power_cells = cal.power_cells(3, designs=["calls", "moments"], effects={"calls": 0.006, "moments": 0.004})
     frames = {}
     for name, options in (("one process", dict(executor="local")),
+                          ("2 worker processes", dict(executor="processes", workers=2)),
                           ("dask threads", dict(executor="dask", processes=False)),
                           ("dask processes", dict(executor="dask", processes=True))):
         null = [r for rs in map_cells(cal.null_cell, cells, **options) for r in rs]
         power = map_cells(cal.power_cell, power_cells, **options)
         frames[name] = (pd.DataFrame(null), cal.false_fail_table(null), pd.DataFrame(power))
-    for name in ("dask threads", "dask processes"):
+    for name in ("2 worker processes", "dask threads", "dask processes"):
         for got, want in zip(frames[name], frames["one process"]):
             pd.testing.assert_frame_equal(got, want, check_exact=True)

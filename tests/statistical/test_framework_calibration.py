@@ -5,11 +5,15 @@ runs over ``N_SEEDS`` seeds (environment variable ``SD_FRAMEWORK_SEEDS``, defaul
 battery splits its rate over its checks (Bonferroni), so its real false-fail rate may be below
 the nominal one but must not be above it: the Clopper–Pearson interval (confidence 1 − 1e-6) of
 the measured fraction must reach down to LEVEL. The seeds that failed and the counts are printed
-(run with ``-s``). Each seed drives the framework's own RNG (``reseed``), so a run is reproducible.
+(run with ``-s``). Each seed drives the framework's own RNG (``reseed``), so a run is reproducible
+and does not depend on the seeds the layer ran before (test_framework_battery_is_reproducible):
+the seeds run through ``map_cells`` on every core (``STATS_DROPOUT_WORKERS``,
+``STATS_DROPOUT_SCHEDULER``), each worker process building the layer once.
 
     SD_FRAMEWORK_SEEDS=20 pytest -m slow -s tests/statistical/test_framework_calibration.py
 """
 
+import functools
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
@@ -18,6 +22,7 @@ import pytest
 from scipy import stats
 
 import stats_dropout as sd
+from stats_dropout._internal.executors import executor_options, map_cells
 
 pytestmark = pytest.mark.slow
 
@@ -68,23 +73,33 @@ LAYERS = {
 }
 
 
-def measure(obj, n_seeds):
+@functools.lru_cache(maxsize=None)
+def built_layer(name):
+    """``LAYERS[name]()``, once per process: jitted functions compile once, not per seed."""
+    return LAYERS[name]()
+
+
+def failed_checks(cell):
+    """The checks the battery fails on layer ``name`` at ``seed`` (a cell: ``(name, seed)``)."""
+    name, seed = cell
+    frame = sd.verify_dropout(built_layer(name), false_fail_rate=LEVEL, seed=seed).to_frame()
+    return list(frame[frame.status == "failed"].check)
+
+
+def measure(name, n_seeds):
     """``(failures, failing seeds, failing check names)`` over seeds 0 .. n_seeds − 1."""
-    failing, checks = [], {}
-    for seed in range(n_seeds):
-        result = sd.verify_dropout(obj, false_fail_rate=LEVEL, seed=seed)
-        if not result.passed:
-            failing.append(seed)
-            frame = result.to_frame()
-            for c in frame[frame.status == "failed"].check:
-                checks[c] = checks.get(c, 0) + 1
+    runs = map_cells(failed_checks, [(name, seed) for seed in range(n_seeds)], **executor_options())
+    failing = [seed for seed, failed in enumerate(runs) if failed]
+    checks = {}
+    for c in (c for failed in runs for c in failed):
+        checks[c] = checks.get(c, 0) + 1
     return len(failing), failing, checks
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_framework_false_fail_rate(name):
-    obj = LAYERS[name]()
-    failures, seeds, checks = measure(obj, N_SEEDS)
+    built_layer(name)  # here first: a missing framework skips the test, not a worker's cell
+    failures, seeds, checks = measure(name, N_SEEDS)
     low, high = stats.binomtest(failures, N_SEEDS, LEVEL).proportion_ci(CONFIDENCE, method="exact")
     print(f"\n{name}: {failures} of {N_SEEDS} seeds failed at false_fail_rate={LEVEL} "
           f"(measured {failures / N_SEEDS:.4f}, Clopper–Pearson {CONFIDENCE} CI [{low:.4f}, {high:.4f}]); "
