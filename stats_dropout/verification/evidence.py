@@ -172,6 +172,9 @@ class Collector:
         self._magnitude = np.empty(shape)
         self._kept = (np.empty(shape, dtype=bool), np.empty(shape, dtype=bool))
         self._either = np.empty(shape, dtype=bool)  # "0 or the kept value" (_kept_exactly)
+        # A float32 (or other) output in float64. Under keep/drop contracts every accumulator
+        # reads it within the draw; BlockMoments (the other contracts) keeps its draws.
+        self._widened = np.empty(shape) if self.c.has_masks else None
 
     def _exact_outputs(self, kept_scale):
         """The kept values :meth:`_kept_exactly` compares outputs with, as a lazy iterator of
@@ -284,7 +287,11 @@ class Collector:
                 y.dtype, np.complexfloating):
             ev.shape_error = f"train returned a non-real array of dtype {y.dtype}"
             return None
-        y64 = np.asarray(y, dtype=np.float64)  # no copy of a float64 output: it is only read
+        if y.dtype == np.float64 or self._widened is None:
+            y64 = np.asarray(y, dtype=np.float64)  # no copy of a float64 output: it is only read
+        else:  # widened into the draw's scratch array
+            y64 = self._widened
+            np.copyto(y64, y, casting="unsafe")
         # A sum with an inf or NaN term is inf or NaN in any order (IEEE 754), so a finite sum
         # proves every value finite in one reduction; only an inf or NaN sum (or an overflow)
         # needs the element-wise test.
