@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 
 from stats_dropout._internal.validation import choice_iv, positive_int_iv
 
@@ -170,27 +171,36 @@ def _map_local(fn, cells, bar):
 #: The one live process pool ``(workers, pool)``: kept between calls, since a spawned worker pays
 #: its imports (numpy, scipy, torch, the module of ``fn``) once, not once per seed loop.
 _POOL = None
+_POOL_LOCK = threading.Lock()
 
 
 def _process_pool(workers):
-    """The cached pool of ``workers`` spawned processes (a new one when the count changes)."""
+    """The cached pool of ``workers`` spawned processes (a new one when the count changes or the
+    old one broke, e.g. a worker killed by Ctrl-C while idle)."""
     global _POOL
-    if _POOL is not None and _POOL[0] == workers:
-        return _POOL[1]
-    _discard_pool()
-    # spawn, not fork: the parent may hold threads (BLAS, torch, jax, dask) and fork would copy
-    # their locks mid-use. Workers inherit the environment, hence the thread settings, of this
-    # process: a threaded reduction then splits its work as it would here.
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers,
-                                                  mp_context=multiprocessing.get_context("spawn"))
-    _POOL = (workers, pool)
-    # Shut down before the interpreter tears its modules down: a pool collected after that
-    # prints an ignored AttributeError from concurrent.futures' weakref callback.
-    atexit.register(_discard_pool)
-    return pool
+    with _POOL_LOCK:
+        if _POOL is not None and _POOL[0] == workers and not getattr(_POOL[1], "_broken", False):
+            return _POOL[1]
+        _discard_pool_locked()
+        # spawn, not fork: the parent may hold threads (BLAS, torch, jax, dask) and fork would
+        # copy their locks mid-use. Workers inherit this process's environment variables
+        # (OMP_NUM_THREADS, ...), not settings made at run time (torch.set_num_threads): a cell
+        # that needs one sets it itself.
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers,
+                                                      mp_context=multiprocessing.get_context("spawn"))
+        _POOL = (workers, pool)
+        # Shut down before the interpreter tears its modules down: a pool collected after that
+        # prints an ignored AttributeError from concurrent.futures' weakref callback.
+        atexit.register(_discard_pool)
+        return pool
 
 
 def _discard_pool():
+    with _POOL_LOCK:
+        _discard_pool_locked()
+
+
+def _discard_pool_locked():
     global _POOL
     atexit.unregister(_discard_pool)
     if _POOL is not None:
@@ -205,8 +215,9 @@ def _map_processes(fn, cells, workers, bar):
         raise TypeError(f"`fn` must be picklable for executor='processes' (a module-level function); "
                         f"got {fn!r}: {exc}") from None
     pool = _process_pool(workers)
-    futures = [pool.submit(fn, cell) for cell in cells]
+    futures = []
     try:
+        futures = [pool.submit(fn, cell) for cell in cells]
         for _ in concurrent.futures.as_completed(futures):
             bar.update()
         return [future.result() for future in futures]  # input order, not completion order

@@ -1,6 +1,8 @@
 """map_cells: local, process-pool and Dask executors return the same results, in input order."""
 
+import concurrent.futures
 import operator
+import os
 
 import numpy as np
 import pytest
@@ -116,6 +118,25 @@ def test_process_pool_matches_local_run_bit_for_bit():
     assert map_cells(operator.neg, range(5), executor="processes", workers=2, progress=True) == [0, -1, -2, -3, -4]
     assert executors._POOL is pool
     assert map_cells(operator.neg, [], executor="processes", workers=2) == []
+
+
+def _fail_on_two(cell):
+    if cell == 2:
+        raise ValueError(f"cell {cell}")
+    return cell
+
+
+def _die(cell):
+    os._exit(3)  # a worker killed mid-cell (out of memory, a segfault in an extension)
+
+
+def test_process_pool_errors_reach_the_caller_and_a_broken_pool_is_replaced():
+    with pytest.raises(ValueError, match="cell 2"):
+        map_cells(_fail_on_two, range(4), executor="processes", workers=2)
+    assert map_cells(_fail_on_two, [0, 1], executor="processes", workers=2) == [0, 1]  # the same pool, still fine
+    with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+        map_cells(_die, [0], executor="processes", workers=2)
+    assert map_cells(operator.neg, [1, 2], executor="processes", workers=2) == [-1, -2]  # a fresh pool
 
 
 def test_dask_local_cluster_matches_local_run():
