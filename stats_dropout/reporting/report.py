@@ -4,16 +4,23 @@ writes CSV files, figures, ``metadata.json`` and ``index.html``."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import threading
 
 from stats_dropout._internal.files import atomic_write_text, write_csv
+from stats_dropout._internal.threads import single_threaded_blas
 from stats_dropout._internal.validation import draws_iv, seed_iv
 from stats_dropout.reporting.html import render_page
 from stats_dropout.reporting.sweep import REPORT_KEEP_PROBS, sweep_summary
-from stats_dropout.reporting.tables import REPORT_EXPERIMENTS, experiment_table, report_experiment_options
+from stats_dropout.reporting.tables import (
+    REPORT_EXPERIMENTS,
+    SLOWEST_EXPERIMENT,
+    experiment_table,
+    report_experiment_options,
+)
 
 
 def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, executor="local",
@@ -39,7 +46,7 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
         no random numbers and change no result).
     parallel : bool
         Compute the experiment tables in a second process while the sweep runs (the report's
-        two-core budget); the results do not depend on it.
+        two-core budget; see :func:`_compute`); the results do not depend on it.
     experiment_options : dict, optional
         ``{experiments function name: {option: value}}`` overriding :data:`REPORT_EXPERIMENTS`
         (smaller runs for tests); recorded in ``metadata.json``.
@@ -51,8 +58,6 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     dict
         Paths of the files written, by name.
     """
-    import concurrent.futures
-    import multiprocessing
     import time
 
     started = time.perf_counter()
@@ -62,52 +67,17 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     cache = os.path.join(out, ".cells")
     os.makedirs(cache, exist_ok=True)
 
-    names = list(REPORT_EXPERIMENTS)
-    bar = _ExperimentsBar(names, cache) if progress else None
-    pool = None
-    if parallel:
-        # spawn, not fork: the parent may hold threads (BLAS, dask), and fork would copy locks.
-        # One worker: the tables are computed one after the other, in this order.
-        # The worker ignores SIGINT: Ctrl-C reaches the whole process group, and the parent alone
-        # answers it (one line, exit 130); the worker is then stopped, not waited for.
-        with _sigint_ignored():  # inherited by the spawned worker from its first instruction
-            pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
-            futures = {name: pool.submit(experiment_table, name, seed, draws, cache, experiment_options)
-                       for name in names}
-        if bar is not None:
-            for name, future in futures.items():
-                future.add_done_callback(bar.callback(name))
-    try:
-        summary = sweep_summary(schemes, keep_probs, seed=seed,
-                                max_draws=200_000 if draws is None else draws, cache_dir=cache,
-                                executor=executor, scheduler=scheduler, progress=progress)
-        if parallel:
-            tables = {name: future.result() for name, future in futures.items()}
-            if bar is not None:  # a callback may still be on its way when result() returns
-                for name in names:
-                    bar.done(name)
-        else:
-            tables = {}
-            for name in names:
-                tables[name] = experiment_table(name, seed, draws, cache, experiment_options)
-                if bar is not None:
-                    bar.done(name)
-    except KeyboardInterrupt:
-        if pool is not None:
-            _stop_workers(pool)
-            pool = None
-        raise
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        if bar is not None:
-            bar.close()
+    # Both processes keep BLAS to one thread: two of them on the two cores leave no room for
+    # more, and the networks' products are too small to gain from threads anyway.
+    with single_threaded_blas():
+        summary, tables, figures = _compute(out, cache, seed=seed, draws=draws, keep_probs=keep_probs,
+                                            schemes=schemes, executor=executor, scheduler=scheduler,
+                                            progress=progress, parallel=parallel,
+                                            experiment_options=experiment_options,
+                                            figure_formats=figure_formats)
+        from stats_dropout.studies.claims.ledger import claims_ledger
 
-    from stats_dropout.studies.claims.ledger import claims_ledger
-
-    ledger = claims_ledger(seed=seed, max_draws=draws, tables=dict(tables), progress=progress)
+        ledger = claims_ledger(seed=seed, max_draws=draws, tables=dict(tables), progress=progress)
     files = {}
     files["summary"] = os.path.join(out, "summary.csv")
     write_csv(summary, files["summary"])
@@ -117,7 +87,6 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
         files[name] = os.path.join(out, csv_name)
         write_csv(tables[name], files[name])
 
-    figures = _write_figures(out, summary, tables, figure_formats, progress=progress)
     runtime = time.perf_counter() - started
     metadata = _metadata(seed=seed, draws=draws, keep_probs=keep_probs, schemes=schemes,
                          executor=executor, runtime=runtime, summary=summary,
@@ -128,6 +97,145 @@ def write_report(out, *, seed=0, draws=None, keep_probs=None, schemes=None, exec
     atomic_write_text(files["index"], render_page(summary, ledger, tables, figures, metadata))
     files.update({f"figure:{k}": v["path"] for k, v in figures.items()})
     return files
+
+
+#: The table each figure plots: the sweep's "summary" or an experiment's name (page order: FIGURES).
+FIGURE_SOURCES = {"bias": "summary", "variance": "summary", "norm_inflation": "norm_table",
+                  "inference_gap": "inference_gap", "mc_averaging": "mc_averaging"}
+
+
+def _compute(out, cache, *, seed, draws, keep_probs, schemes, executor, scheduler, progress, parallel,
+             experiment_options, figure_formats):
+    """The sweep, the experiment tables and the figures: ``(summary, tables, figures)``.
+
+    Each table's figure is drawn by the process that computed the table. With ``parallel`` the
+    tables are queued for a second process, the slowest first, while this one sweeps; then this
+    one takes back the tables the worker has not started, from the end of the queue, draws the
+    sweep's figures and waits for the rest: the two processes finish about together. Where a
+    table or figure is made changes none of its bytes.
+    """
+    names = list(REPORT_EXPERIMENTS)
+    directory = os.path.join(out, "figures")
+    os.makedirs(directory, exist_ok=True)
+    task = functools.partial(_table_and_figures, directory=directory, formats=figure_formats,
+                             compute=functools.partial(experiment_table, seed=seed, draws=draws,
+                                                       cache_dir=cache, overrides=experiment_options))
+    bar = _ExperimentsBar(names, cache) if progress else None
+    pool = futures = None
+    if parallel:
+        pool, futures = _start_worker(names, task, bar)
+    try:
+        summary = sweep_summary(schemes, keep_probs, seed=seed,
+                                max_draws=200_000 if draws is None else draws, cache_dir=cache,
+                                executor=executor, scheduler=scheduler, progress=progress)
+        results = _take_back_unstarted(futures, task, bar) if parallel else _run_here(names, task, bar)
+        figures_bar = _figures_bar(progress)
+        figures = {}
+        for name in (name for name, source in FIGURE_SOURCES.items() if source == "summary"):
+            figures[name] = _draw_figure(name, summary, directory, figure_formats)
+            figures_bar.update(1)
+        if parallel:
+            results.update((name, f.result()) for name, f in futures.items() if name not in results)
+            for name in names:  # a callback may still be on its way when result() returns
+                _done(bar, name)
+    except KeyboardInterrupt:
+        if pool is not None:
+            _stop_workers(pool)
+            pool = None
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    for name in names:  # the tables' figures, drawn where each table was computed
+        figures.update(results[name][1])
+        figures_bar.update(len(results[name][1]))
+    figures_bar.close()
+    return summary, {name: results[name][0] for name in names}, {k: v for k, v in figures.items() if v}
+
+
+def _table_and_figures(name, *, compute, directory, formats):
+    """``(table, figures)``: ``compute(name)`` and the figures that plot it, ``{figure: entry}``."""
+    table = compute(name)
+    return table, {fig: _draw_figure(fig, table, directory, formats)
+                   for fig, source in FIGURE_SOURCES.items() if source == name}
+
+
+def _draw_figure(name, data, directory, formats):
+    """Draw figure ``name`` of ``data`` and write its files: ``{"svg", "caption", "path"}``, or
+    None when the run computed nothing it could plot."""
+    from stats_dropout.reporting import figures as fg
+
+    if data is None or len(data) == 0 or (name == "variance" and not fg.variance_schemes(data)):
+        return None
+    stem = os.path.join(directory, name)
+    svg = fg.save_figure(getattr(fg, f"plot_{name}")(data), stem, formats=formats)
+    return {"svg": svg, "caption": getattr(fg, f"caption_{name}")(data), "path": stem + ".svg"}
+
+
+def _start_worker(names, task, bar):
+    """A one-process pool running ``task(name)`` for every table, the slowest first.
+
+    Returns ``(pool, futures)``, ``futures`` in ``names`` order. spawn, not fork: the parent may
+    hold threads (BLAS, dask), and fork would copy locks. The worker ignores SIGINT: Ctrl-C
+    reaches the whole process group, and the parent alone answers it (one line, exit 130); the
+    worker is then stopped, not waited for.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    order = sorted(names, key=lambda name: name != SLOWEST_EXPERIMENT)  # stable: the rest in order
+    with _sigint_ignored():  # inherited by the spawned worker from its first instruction
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        submitted = {name: pool.submit(_single_threaded, task, name) for name in order}
+    if bar is not None:
+        for name, future in submitted.items():
+            future.add_done_callback(bar.callback(name))
+    return pool, {name: submitted[name] for name in names}
+
+
+def _single_threaded(task, name):
+    """``task(name)`` with BLAS on one thread: the worker's share of the two cores."""
+    with single_threaded_blas():
+        return task(name)
+
+
+def _take_back_unstarted(futures, task, bar):
+    """``task(name)`` here for the tables the worker has not started: ``{name: result}``.
+
+    From the end of the worker's queue: ``Future.cancel`` succeeds only for a table not yet
+    started, and the worker takes them from the front, so the first refusal ends the loop.
+    """
+    results = {}
+    for name in reversed(list(futures)):
+        if not futures[name].cancel():
+            break
+        results[name] = task(name)
+        _done(bar, name)
+    return results
+
+
+def _run_here(names, task, bar):
+    results = {}
+    for name in names:
+        results[name] = task(name)
+        _done(bar, name)
+    return results
+
+
+def _figures_bar(progress):
+    """The figures phase's bar (a no-op bar without ``progress``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=len(FIGURE_SOURCES), desc="figures", unit="figure", disable=not progress)
+
+
+def _done(bar, name):
+    if bar is not None:
+        bar.done(name)
 
 
 @contextlib.contextmanager
@@ -204,34 +312,6 @@ class _ExperimentsBar:
         with self._lock:
             self._closed = True
             self._bar.close()
-
-
-def _write_figures(out, summary, tables, formats=("svg", "png"), progress=False):
-    from stats_dropout.reporting import figures as fg
-
-    directory = os.path.join(out, "figures")
-    os.makedirs(directory, exist_ok=True)
-    # name -> (plot, caption, data); a figure whose data the run did not compute is left out.
-    makers = {
-        "bias": (fg.plot_bias, fg.caption_bias, summary),
-        "variance": (fg.plot_variance, fg.caption_variance, summary),
-        "norm_inflation": (fg.plot_norm_inflation, fg.caption_norm_inflation, tables.get("norm_table")),
-        "inference_gap": (fg.plot_inference_gap, fg.caption_inference_gap, tables.get("inference_gap")),
-        "mc_averaging": (fg.plot_mc_averaging, fg.caption_mc_averaging, tables.get("mc_averaging")),
-    }
-    items = makers.items()
-    if progress:
-        from tqdm.auto import tqdm
-
-        items = tqdm(items, desc="figures", unit="figure")
-    result = {}
-    for name, (plot, caption, data) in items:
-        if data is None or len(data) == 0 or (name == "variance" and not fg.variance_schemes(data)):
-            continue
-        stem = os.path.join(directory, name)
-        svg = fg.save_figure(plot(data), stem, formats=formats)
-        result[name] = {"svg": svg, "caption": caption(data), "path": stem + ".svg"}
-    return result
 
 
 def _versions():
