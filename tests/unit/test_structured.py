@@ -4,6 +4,7 @@ Every closed form and the transfer matrix are held to a brute-force enumeration 
 patterns on maps small enough to enumerate (≤ 2^12 patterns), exactly up to rounding.
 """
 
+import functools
 import itertools
 
 import numpy as np
@@ -22,6 +23,15 @@ from stats_dropout.reference.structured import (
     get_structured_scheme,
 )
 from stats_dropout.studies import structured as study
+
+
+@functools.lru_cache(maxsize=None)
+def exact_bias(keep_prob, bs, size):
+    """``st.ratio_bias_exact`` (read-only), computed once per argument: block 3 on 7×7 takes most of a
+    second and several tests compare other results with it."""
+    bias = st.ratio_bias_exact(keep_prob, bs, size)
+    bias.setflags(write=False)
+    return bias
 
 
 def enumerate_dropblock(keep_prob, bs, h, w):
@@ -135,7 +145,7 @@ def test_block_one_is_binomial_and_block_equal_to_map_is_all_or_nothing():
 
 def test_known_values_on_a_7x7_map():
     # the report's headline numbers (transfer matrix; enumeration above proves the method)
-    b = st.ratio_bias_exact(0.9, 3, 7)
+    b = exact_bias(0.9, 3, 7)
     assert b[3, 3] == pytest.approx(-0.11213, abs=5e-5)
     assert b[0, 0] == pytest.approx(0.09876, abs=5e-5)
     # block 5 on 7×7: the centre is kept only when no block is drawn at all
@@ -144,7 +154,7 @@ def test_known_values_on_a_7x7_map():
 
 
 def test_delta_method_error_is_small_for_small_blocks_and_measured_for_large():
-    exact = st.ratio_bias_exact(0.9, 3, 7)
+    exact = exact_bias(0.9, 3, 7)
     approx = st.ratio_bias_approx(0.9, 3, 7)
     assert np.max(np.abs(exact - approx)) < 0.004
     # block 5 on 7×7 (few large blocks): the approximation is off by several percentage points
@@ -237,7 +247,7 @@ def test_dropblock_outputs_ratio_and_fixed_scales_and_zero_when_all_dropped():
 def test_dropblock_train_mean_uses_the_exact_theory():
     s = DropBlockScheme(block_size=3)
     x = np.full((1, 1, 7, 7), 2.0)
-    np.testing.assert_allclose(s.train_mean(x, 0.9)[0, 0], 2 * (1 + st.ratio_bias_exact(0.9, 3, 7)))
+    np.testing.assert_allclose(s.train_mean(x, 0.9)[0, 0], 2 * (1 + exact_bias(0.9, 3, 7)))
     f = DropBlockScheme(block_size=3, normalize="keep_prob")
     np.testing.assert_allclose(f.train_mean(x, 0.9)[0, 0], 2 * st.keep_probabilities(0.9, 3, 7) / 0.9)
 
@@ -319,7 +329,7 @@ def test_bound_structured_scheme_feeds_the_monte_carlo_engine():
 def test_measure_cell_sentence_and_verdicts():
     r = study.measure_dropblock_bias(7, 3, 0.9, max_draws=20_000, false_pass_rate=0.05)
     assert r.verdict == "biased" and r.decision.rejected
-    assert r.row["exact_bias"] == pytest.approx(st.ratio_bias_exact(0.9, 3, 7)[2, 2])
+    assert r.row["exact_bias"] == pytest.approx(exact_bias(0.9, 3, 7)[2, 2])
     assert r.row["mc_ci_low"] < r.row["exact_bias"] < r.row["mc_ci_high"]
     assert r.sentence.startswith("DropBlock (block 3, ratio normalisation) on a 7×7 map at keep 0.9 is biased by")
     assert "(exact -11.4 %" in r.sentence
