@@ -282,8 +282,10 @@ def map_cells(fn, cells, *, executor="local", scheduler=None, progress=False, pr
     fn : callable
         ``cell -> result``. Must depend on its cell only (each cell carries its own seed), so
         that every executor returns the same results. With ``executor="processes"`` it is
-        pickled by reference (a module-level function), with ``"dask"`` by cloudpickle; cells
-        and results must be picklable.
+        pickled by reference: a module-level function, which a spawned worker imports with this
+        process's ``sys.path`` (a script that calls ``map_cells`` at import time needs the
+        ``if __name__ == "__main__":`` guard, as for any spawned process). With ``"dask"`` it
+        is pickled by cloudpickle. Cells and results must be picklable.
     cells : iterable
         The sweep's cells; consumed into a list.
     executor : {"local", "processes", "dask"}, default "local"
