@@ -109,8 +109,9 @@ def test_framework_false_fail_rate(name):
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_framework_battery_is_reproducible(name):
-    """One seed, two runs: identical results; another seed: different evidence."""
+    """One seed, two runs with another seed between them: identical results (what running the
+    seeds of :func:`measure` in any order, in any worker, relies on); another seed: different evidence."""
     obj = LAYERS[name]()
-    one, two, other = (sd.verify_dropout(obj, seed=s).to_frame() for s in (11, 11, 12))
-    assert one.equals(two), name
+    one, other, again = (sd.verify_dropout(obj, seed=s).to_frame() for s in (11, 12, 11))
+    assert one.equals(again), name
     assert not one.equals(other), name
