@@ -113,11 +113,11 @@ def executor_options(environ=None):
     {'executor': 'processes', 'workers': 2}
     """
     environ = os.environ if environ is None else environ
+    raw = environ.get(WORKERS_VARIABLE, "").strip()
+    workers = parse_workers(raw) if raw else default_workers()  # checked even when a scheduler wins
     scheduler = environ.get(SCHEDULER_VARIABLE, "").strip()
     if scheduler:
         return dict(executor="dask", scheduler=scheduler)
-    raw = environ.get(WORKERS_VARIABLE, "").strip()
-    workers = parse_workers(raw) if raw else default_workers()
     # One worker: no pool at all, so the reference run is the plain in-process loop.
     return dict(executor="local") if workers == 1 else dict(executor="processes", workers=workers)
 

@@ -91,6 +91,8 @@ def test_executor_options_from_the_environment(monkeypatch, environ, options):
 def test_bad_worker_variable_names_the_variable_and_value(raw):
     with pytest.raises(ValueError, match=f"STATS_DROPOUT_WORKERS must be a positive integer .*got {raw!r}"):
         executor_options({"STATS_DROPOUT_WORKERS": raw})
+    with pytest.raises(ValueError, match="STATS_DROPOUT_WORKERS"):  # a typo is not hidden by a scheduler
+        executor_options({"STATS_DROPOUT_WORKERS": raw, "STATS_DROPOUT_SCHEDULER": "tcp://10.0.0.1:8786"})
 
 
 def test_executor_options_reads_os_environ(monkeypatch):
