@@ -23,17 +23,26 @@
  * PCG64_STATE: whether this build can; it needs 128-bit integers). tests/unit/test_fastmask.py
  * checks every claim above (`draws` below) against numpy's `integers`.
  *
- * Threads (pthreads, GIL released): workers take chunks in increasing order from a shared
- * counter. A chunk's bits are drawn in turn (chunk k draws only after chunk k - 1 has drawn
- * all of its bits, ties included), so the generator is consumed exactly as by one thread; the
- * compare-rescale-store pass, the memory-bound part, runs in parallel. Results and the
- * generator's final state are therefore the same for any number of threads. The caller holds
- * the bit generator's lock for the whole call.
+ * Threads (pthreads, GIL released). With the PCG64 run here, thread t takes a contiguous run of
+ * chunks (run_role): it first-touches its own part of the fresh output (no two threads fault in
+ * the same huge page) and never waits for another thread's progress chunk by chunk. Its
+ * generator at its first chunk is found by skipping over the previous run's draws (words and
+ * how many ties: a tenth of the cost of applying them), from the previous thread's start,
+ * published once. Through a capsule (another numpy bit generator, whose state cannot be copied)
+ * workers take chunks in increasing order from a shared counter and draw in turn (chunk k draws
+ * only after chunk k - 1 has drawn all of its bits, ties included); the compare-rescale-store
+ * pass runs in parallel. Either way the generator is consumed exactly as by one thread: results
+ * and the generator's final state are the same for any number of threads. The caller holds the
+ * bit generator's lock for the whole call.
+ *
+ * Kept units are x / divisor, or x * reciprocal where masks._exact_reciprocal proved that
+ * it gives the same bits (see select_f64).
  *
  * Built as an optional extension (setup.py): without a compiler the numpy path is used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <fenv.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,6 +50,7 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+
 
 #ifndef _WIN32
 #include <pthread.h>
@@ -210,42 +220,72 @@ static PyObject *gen_state(const gen_t *g) {
 
 /* Runtime-dispatched clones: AVX2 where the CPU has it (4 divisions per instruction), SSE2
  * otherwise; never an instruction the CPU lacks. `all` (0 or all ones) keeps every unit: the
- * threshold's top byte can be 256 (keep_prob within 2^-33 of 1), which no byte is below. */
+ * threshold's top byte can be 256 (keep_prob within 2^-33 of 1), which no byte is below.
+ *
+ * With r != 0, x * r replaces x / d: the caller (masks._exact_reciprocal) has proven that it
+ * gives the quotient's bits for every finite x of that type (float64: r = 1/d exactly; float32:
+ * r a float32, x * r exact in double and within half an ulp of x / d there, so the float32
+ * product, the exact x * r rounded once, is the quotient rounded to double then to float32).
+ * That proof rounds to nearest without flushing subnormals: dropout() uses r only in that
+ * default floating-point environment. A division costs about four times the rest of the pass
+ * (~0.5 ns a unit, vectorised). */
+#define SELECT_BODY(Q)                                                                                          \
+    for (Py_ssize_t j_ = 0; j_ < nc; j_++) {                                                                    \
+        UT qb, xb;                                                                                              \
+        FT q = Q;                                                                                               \
+        memcpy(&qb, &q, sizeof qb);                                                                             \
+        memcpy(&xb, &xs[j_], sizeof xb);                                                                        \
+        UT keep = -(UT)(tb[j_] < h) | all;                                                                      \
+        UT ob = (qb & keep) | (xb & SIGN & ~keep); /* q or ±0 (sign of x) */                                    \
+        memcpy(&o[j_], &ob, sizeof ob);                                                                         \
+        bad |= (UT)((xb & EXPO) == EXPO); /* any x with an all-ones exponent (NaN or ±inf), in the same pass */ \
+    }
+
 __attribute__((target_clones("avx2", "default")))
 static uint64_t select_f64(const double *restrict xs, double *restrict o, const uint8_t *restrict tb,
-                           Py_ssize_t nc, double d, uint8_t h, uint64_t all) {
-    uint64_t bad = 0;  /* any x with an all-ones exponent (NaN or ±inf), found in the same pass */
-    for (Py_ssize_t j = 0; j < nc; j++) {
-        double q = xs[j] / d;
-        uint64_t qb, xb;
-        memcpy(&qb, &q, 8);
-        memcpy(&xb, &xs[j], 8);
-        uint64_t keep = -(uint64_t)(tb[j] < h) | all;
-        uint64_t ob = (qb & keep) | (xb & 0x8000000000000000ull & ~keep);  /* q or ±0 (sign of x) */
-        memcpy(&o[j], &ob, 8);
-        bad |= (uint64_t)((xb & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+                           Py_ssize_t nc, double d, double r, uint8_t h, uint64_t all) {
+#define UT uint64_t
+#define FT double
+#define SIGN 0x8000000000000000ull
+#define EXPO 0x7ff0000000000000ull
+    uint64_t bad = 0;
+    if (r != 0.0) {
+        SELECT_BODY(xs[j_] * r)
+    } else {
+        SELECT_BODY(xs[j_] / d)
     }
     return bad;
+#undef UT
+#undef FT
+#undef SIGN
+#undef EXPO
 }
 
 __attribute__((target_clones("avx2", "default")))
 static uint32_t select_f32(const float *restrict xs, float *restrict o, const uint8_t *restrict tb,
-                           Py_ssize_t nc, double d, uint8_t h, uint32_t all) {
+                           Py_ssize_t nc, double d, double r, uint8_t h, uint32_t all) {
+#define UT uint32_t
+#define FT float
+#define SIGN 0x80000000u
+#define EXPO 0x7f800000u
     uint32_t bad = 0;
-    for (Py_ssize_t j = 0; j < nc; j++) {
-        float q = (float)((double)xs[j] / d);
-        uint32_t qb, xb;
-        memcpy(&qb, &q, 4);
-        memcpy(&xb, &xs[j], 4);
-        uint32_t keep = -(uint32_t)(tb[j] < h) | all;
-        uint32_t ob = (qb & keep) | (xb & 0x80000000u & ~keep);
-        memcpy(&o[j], &ob, 4);
-        bad |= (uint32_t)((xb & 0x7f800000u) == 0x7f800000u);
+    if (r != 0.0) {
+        const float rf = (float)r; /* r is a float32 (masks._exact_reciprocal) */
+        SELECT_BODY(xs[j_] * rf)
+    } else {
+        SELECT_BODY((float)((double)xs[j_] / d))
     }
     return bad;
+#undef UT
+#undef FT
+#undef SIGN
+#undef EXPO
 }
+#undef SELECT_BODY
 
 /* ---- one pass over the chunks, on one or more threads ---------------------------------------- */
+
+#define MAX_THREADS 256
 
 typedef struct {
     /* geometry: masks._chunks */
@@ -254,14 +294,19 @@ typedef struct {
     /* decision and rescaling */
     int hi, tie_bits;
     uint32_t lo;
-    double d;
+    double d, r; /* the divisor; r: 0, or a reciprocal that gives the quotient's bits (select_f64) */
     int single;
     const char *x;
     char *out;
     gen_t gen; /* used by the worker whose turn it is only */
-    /* scheduling */
+    /* scheduling through a capsule (worker): chunks taken in turn */
     Py_ssize_t next_chunk; /* the next chunk a worker takes */
     Py_ssize_t turn;       /* the chunk whose bits may be drawn now */
+    /* scheduling with the PCG64 state (range_worker): role t applies chunks [bound[t], bound[t+1]) */
+    int roles;
+    Py_ssize_t bound[MAX_THREADS + 1];
+    gen_t start[MAX_THREADS]; /* role t's generator at chunk bound[t], once ready[t] */
+    int ready[MAX_THREADS];
     int stop;              /* a non-finite x (or no memory): everyone stops */
     int nomem;
 #if FM_THREADS
@@ -301,16 +346,21 @@ static void chunk_geometry(const job_t *j, Py_ssize_t k, Py_ssize_t *r0, Py_ssiz
 /* Draw a chunk's bits in stream order: its words, then one tie draw per tied unit (top byte
  * == hi). Leaves in `kept` the positions of the tied units that their remaining bits keep and
  * returns how many. */
-static Py_ssize_t draw_chunk(job_t *j, Py_ssize_t count, uint64_t *restrict words, uint32_t *restrict kept) {
-    gen_words(&j->gen, words, (count + 7) / 8);
+static Py_ssize_t draw_chunk_from(const job_t *j, gen_t *g, Py_ssize_t count, uint64_t *restrict words,
+                                  uint32_t *restrict kept) {
+    gen_words(g, words, (count + 7) / 8);
     if (j->tie_bits == 0 || j->hi > 255) return 0; /* no ties to resolve */
     const Py_ssize_t nt = find_ties((const uint8_t *)words, count, (uint8_t)j->hi, kept);
     const int shift = 32 - j->tie_bits;
     const uint32_t lo = j->lo;
     Py_ssize_t nk = 0;
     for (Py_ssize_t t = 0; t < nt; t++)
-        if ((gen_u32(&j->gen) >> shift) < lo) kept[nk++] = kept[t];
+        if ((gen_u32(g) >> shift) < lo) kept[nk++] = kept[t];
     return nk;
+}
+
+static Py_ssize_t draw_chunk(job_t *j, Py_ssize_t count, uint64_t *restrict words, uint32_t *restrict kept) {
+    return draw_chunk_from(j, &j->gen, count, words, kept);
 }
 
 /* Compare, rescale, store chunk k from its words (nk kept ties in `kept`); returns nonzero if
@@ -328,13 +378,13 @@ static int apply_chunk(const job_t *j, Py_ssize_t k, const uint64_t *words, cons
         const float *x = (const float *)j->x + c0;
         float *o = (float *)j->out + off;
         for (Py_ssize_t r = 0; r < nr; r++)
-            bad |= select_f32(x, o + r * w, top + r * w, w, d, h, all ? 0xffffffffu : 0u);
+            bad |= select_f32(x, o + r * w, top + r * w, w, d, j->r, h, all ? 0xffffffffu : 0u);
         for (Py_ssize_t t = 0; t < nk; t++) o[kept[t]] = (float)((double)x[nr > 1 ? kept[t] % w : kept[t]] / d);
     } else {
         const double *x = (const double *)j->x + c0;
         double *o = (double *)j->out + off;
         for (Py_ssize_t r = 0; r < nr; r++)
-            bad |= select_f64(x, o + r * w, top + r * w, w, d, h, all ? ~0ull : 0ull);
+            bad |= select_f64(x, o + r * w, top + r * w, w, d, j->r, h, all ? ~0ull : 0ull);
         for (Py_ssize_t t = 0; t < nk; t++) o[kept[t]] = x[nr > 1 ? kept[t] % w : kept[t]] / d;
     }
     return bad != 0;
@@ -386,7 +436,134 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-#define MAX_THREADS 256
+/* Count the units of `count` top bytes equal to h. */
+static Py_ssize_t count_ties(const uint8_t *restrict top, Py_ssize_t count, uint8_t h) {
+    Py_ssize_t n = 0, u = 0;
+#if defined(__SSE2__)
+    const __m128i hh = _mm_set1_epi8((char)h);
+    for (; u + 64 <= count; u += 64) {
+        const __m128i *p = (const __m128i *)(top + u);
+        __m128i e0 = _mm_cmpeq_epi8(_mm_loadu_si128(p), hh), e1 = _mm_cmpeq_epi8(_mm_loadu_si128(p + 1), hh);
+        __m128i e2 = _mm_cmpeq_epi8(_mm_loadu_si128(p + 2), hh), e3 = _mm_cmpeq_epi8(_mm_loadu_si128(p + 3), hh);
+        if (!_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(e0, e1), _mm_or_si128(e2, e3)))) continue;
+        n += __builtin_popcount((unsigned)_mm_movemask_epi8(e0)) + __builtin_popcount((unsigned)_mm_movemask_epi8(e1)) +
+             __builtin_popcount((unsigned)_mm_movemask_epi8(e2)) + __builtin_popcount((unsigned)_mm_movemask_epi8(e3));
+    }
+#endif
+    for (; u < count; u++) n += top[u] == h;
+    return n;
+}
+
+/* Move `g` over chunk k's draws without using them: its words, then one tie draw per unit
+ * whose top byte is hi (only how many matters). */
+static void skip_chunk(const job_t *j, gen_t *g, Py_ssize_t k, uint64_t *restrict words) {
+    Py_ssize_t r0, nr, c0, w;
+    chunk_geometry(j, k, &r0, &nr, &c0, &w);
+    const Py_ssize_t count = nr * w;
+    gen_words(g, words, (count + 7) / 8);
+    if (j->tie_bits == 0 || j->hi > 255) return;
+    for (Py_ssize_t t = count_ties((const uint8_t *)words, count, (uint8_t)j->hi); t > 0; t--) (void)gen_u32(g);
+}
+
+/* The PCG64 run here: role t applies the contiguous chunks [bound[t], bound[t+1]), so that each
+ * thread first-touches its own part of the fresh output and no thread ever waits for another's
+ * progress chunk by chunk. Role t's generator at bound[t] is found by role t itself: it waits
+ * (once) for role t - 1's start, then skips over role t - 1's chunks (words and tie count only,
+ * about a tenth of the cost of applying them) and publishes its start for role t + 1. The draws
+ * are those of one thread going through all chunks in order: same results, same final state
+ * (role roles - 1's), for any number of threads. */
+static void run_role(job_t *j, int t) {
+    uint64_t *words = (uint64_t *)malloc((size_t)((j->maxcount + 7) / 8) * sizeof(uint64_t));
+    uint32_t *kept = (uint32_t *)malloc((size_t)j->maxcount * sizeof(uint32_t)); /* touched at ties only */
+    if (words == NULL || kept == NULL) {
+        LOCK(j);
+        j->nomem = j->stop = 1;
+        WAKE(j);
+        UNLOCK(j);
+        free(words);
+        free(kept);
+        return;
+    }
+    gen_t g;
+    if (t > 0) {
+        LOCK(j);
+        while (!j->ready[t - 1] && !j->stop) WAIT(j);
+        int stop = j->stop;
+        g = j->start[t - 1];
+        UNLOCK(j);
+        if (stop) goto done;
+        for (Py_ssize_t k = j->bound[t - 1]; k < j->bound[t]; k++) skip_chunk(j, &g, k, words);
+        LOCK(j);
+        j->start[t] = g;
+        j->ready[t] = 1;
+        WAKE(j);
+        UNLOCK(j);
+    } else {
+        g = j->start[0];
+    }
+    for (Py_ssize_t k = j->bound[t]; k < j->bound[t + 1]; k++) {
+        if (__atomic_load_n(&j->stop, __ATOMIC_RELAXED)) break; /* a late view only costs a chunk */
+        Py_ssize_t r0, nr, c0, w;
+        chunk_geometry(j, k, &r0, &nr, &c0, &w);
+        Py_ssize_t nk = draw_chunk_from(j, &g, nr * w, words, kept);
+        if (apply_chunk(j, k, words, kept, nk)) {
+            LOCK(j);
+            j->stop = 1; /* a non-finite x: the caller puts the generator back */
+            WAKE(j);
+            UNLOCK(j);
+            break;
+        }
+    }
+    if (t == j->roles - 1) j->gen = g; /* the final state; read after every thread has joined */
+done:
+    free(words);
+    free(kept);
+}
+
+#if FM_THREADS
+typedef struct {
+    job_t *j;
+    int t;
+} role_arg_t;
+
+static void *role_thread(void *arg) {
+    role_arg_t *a = (role_arg_t *)arg;
+    run_role(a->j, a->t);
+    return NULL;
+}
+#endif
+
+/* Role bounds: role t starts applying once roles 1..t have skipped over their predecessors'
+ * chunks (SKIP_COST of the cost of applying a chunk each), so later roles get fewer chunks and
+ * all of them finish together: n_t = Z - S_t, S_t = S_{t-1} + SKIP_COST n_{t-1}. */
+#define SKIP_COST 0.08
+static void set_bounds(job_t *j, int roles) {
+    double n[MAX_THREADS], s = 0.0, sum = 0.0;
+    for (int t = 0; t < roles; t++) { /* with Z = 1; then scaled to the chunks */
+        n[t] = 1.0 - s;
+        if (n[t] < 0.0) n[t] = 0.0;
+        s += SKIP_COST * n[t];
+        sum += n[t];
+    }
+    double acc = 0.0;
+    j->bound[0] = 0;
+    for (int t = 0; t < roles; t++) {
+        acc += n[t];
+        Py_ssize_t b = (Py_ssize_t)(acc / sum * (double)j->nchunks + 0.5);
+        if (b < j->bound[t]) b = j->bound[t];
+        if (b > j->nchunks || t == roles - 1) b = j->nchunks;
+        j->bound[t + 1] = b;
+    }
+    j->roles = roles;
+}
+
+/* Round to nearest, subnormals neither flushed nor read as zero (IEEE's default, Python's). */
+static int default_fp_env(void) {
+#if defined(__SSE2__)
+    if ((_mm_getcsr() & 0xe040u) != 0) return 0; /* rounding control, flush-to-zero, denormals-are-zero */
+#endif
+    return fegetround() == FE_TONEAREST;
+}
 
 static PyObject *dropout(PyObject *self, PyObject *args) {
     PyObject *spec;
@@ -394,10 +571,10 @@ static PyObject *dropout(PyObject *self, PyObject *args) {
     Py_ssize_t rows, cols, chunk, threads;
     int hi, tie_bits, single;
     unsigned long lo;
-    double divisor;
+    double divisor, reciprocal;
     job_t j;
-    if (!PyArg_ParseTuple(args, "Oy*w*nnnikidpn", &spec, &x, &out, &rows, &cols, &chunk, &hi, &lo, &tie_bits,
-                          &divisor, &single, &threads))
+    if (!PyArg_ParseTuple(args, "Oy*w*nnnikiddpn", &spec, &x, &out, &rows, &cols, &chunk, &hi, &lo, &tie_bits,
+                          &divisor, &reciprocal, &single, &threads))
         return NULL;
     memset(&j, 0, sizeof j);
     const Py_ssize_t width = single ? (Py_ssize_t)sizeof(float) : (Py_ssize_t)sizeof(double);
@@ -426,26 +603,53 @@ static PyObject *dropout(PyObject *self, PyObject *args) {
     j.lo = (uint32_t)lo;
     j.tie_bits = tie_bits;
     j.d = divisor;
+    j.r = default_fp_env() ? reciprocal : 0.0; /* masks._exact_reciprocal's proof assumes it */
     j.single = single;
     j.x = (const char *)x.buf;
     j.out = (char *)out.buf;
     if (threads > j.nchunks) threads = j.nchunks;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads < 1) threads = 1;
+    const int by_range = j.gen.bg == NULL; /* the PCG64 run here: contiguous ranges (run_role) */
     Py_BEGIN_ALLOW_THREADS
 #if FM_THREADS
     pthread_mutex_init(&j.mu, NULL);
     pthread_cond_init(&j.cv, NULL);
     pthread_t tid[MAX_THREADS];
-    Py_ssize_t started = 0;
-    for (Py_ssize_t t = 1; t < threads; t++) /* the caller's thread is one of the workers */
-        if (pthread_create(&tid[started], NULL, worker, &j) == 0) started++;
-    worker(&j); /* if a thread could not start, the others do its share: same results */
-    for (Py_ssize_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    if (by_range) {
+        role_arg_t args_[MAX_THREADS];
+        int started[MAX_THREADS] = {0};
+        set_bounds(&j, (int)threads);
+        j.start[0] = j.gen;
+        j.ready[0] = 1;
+        for (int t = 1; t < j.roles; t++) { /* the caller's thread plays role 0 */
+            args_[t].j = &j;
+            args_[t].t = t;
+            started[t] = pthread_create(&tid[t], NULL, role_thread, &args_[t]) == 0;
+        }
+        run_role(&j, 0);
+        for (int t = 1; t < j.roles; t++) /* a role whose thread could not start: the caller's, in order */
+            if (!started[t]) run_role(&j, t);
+        for (int t = 1; t < j.roles; t++)
+            if (started[t]) pthread_join(tid[t], NULL);
+    } else {
+        Py_ssize_t started = 0;
+        for (Py_ssize_t t = 1; t < threads; t++) /* the caller's thread is one of the workers */
+            if (pthread_create(&tid[started], NULL, worker, &j) == 0) started++;
+        worker(&j); /* if a thread could not start, the others do its share: same results */
+        for (Py_ssize_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    }
     pthread_cond_destroy(&j.cv);
     pthread_mutex_destroy(&j.mu);
 #else
-    worker(&j);
+    if (by_range) {
+        set_bounds(&j, 1);
+        j.start[0] = j.gen;
+        j.ready[0] = 1;
+        run_role(&j, 0);
+    } else {
+        worker(&j);
+    }
 #endif
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
@@ -499,7 +703,7 @@ static PyObject *draws(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"dropout", dropout, METH_VARARGS,
-     "dropout(generator, x, out, rows, cols, chunk, hi, lo, tie_bits, divisor, single, threads)"
+     "dropout(generator, x, out, rows, cols, chunk, hi, lo, tie_bits, divisor, reciprocal, single, threads)"
      " -> (x finite, PCG64 state or None)"},
     {"draws", draws, METH_VARARGS, "draws(generator, n, bits) -> (bytes, PCG64 state or None): the kernel's draws"},
     {NULL, NULL, 0, NULL}};

@@ -11,7 +11,9 @@ number of threads.
 
 from __future__ import annotations
 
+import functools
 import os
+from fractions import Fraction
 
 import numpy as np
 
@@ -214,6 +216,47 @@ _PCG64_IN_KERNEL = 1 << 13
 _LOW64 = (1 << 64) - 1
 
 
+@functools.lru_cache(maxsize=256)
+def _exact_reciprocal(divisor, single):
+    """``r`` such that ``x * r`` gives the bits of ``x / divisor`` for every finite ``x``, or 0.0.
+
+    A division is the dearest step of the kernel's pass (about four times the rest of it);
+    a multiplication is used when it is proven to give the same result:
+
+    - float64: ``r = 1 / divisor`` exactly (a power of two): the same real number, rounded once.
+    - float32 (divided in double, then rounded to float32): ``2^-100 ≤ divisor ≤ 1``, the odd
+      part of ``r``'s significand has at most 24 bits (``r`` is a float32), and
+      ``|1 / (divisor · r) − 1| < 2^-54`` (exact rationals). Then for a float32 ``x ≠ 0``,
+      ``q = x · r`` is exact in double (24 + 24 bits, ``2^-149 ≤ |q| < 2^229``) and
+      ``x / divisor = q (1 + ε)``, ``|ε| < 2^-54``: with ``|q| = s · 2^e``, ``1 ≤ s < 2``,
+      ``|x / divisor − q| < s · 2^(e−54)``, below half the gap to either neighbour of ``q``
+      (``2^(e−53)``; ``2^(e−54)`` below a power of two, where ``s = 1``). So the double quotient
+      is ``q`` itself, and its float32 rounding is the float32 product ``x · r`` (the exact
+      product rounded once, subnormal or overflowing alike). ``x = ±0`` gives ``±0`` both ways.
+      Among others 0.8 (``r = 1.25``), 0.5, 0.4, 0.25, 0.2, 0.1, 0.64; not 0.9, 0.75, 0.3, 1/3.
+
+    The kernel uses ``r`` only when rounding to nearest without flushing subnormals (IEEE's
+    default, Python's). tests/unit/test_fastmask.py checks both cases against numpy's division,
+    on whole binades of float32.
+    """
+    d = float(divisor)
+    if not (d > 0.0 and np.isfinite(d)):
+        return 0.0
+    r = 1.0 / d
+    if not np.isfinite(r):
+        return 0.0
+    product = Fraction(d) * Fraction(r)
+    if product == 1:
+        return r
+    if not single or not (2.0**-100 <= d <= 1.0):
+        return 0.0
+    odd = Fraction(r).numerator
+    odd >>= (odd & -odd).bit_length() - 1
+    if odd.bit_length() > 24 or abs(1 / product - 1) >= Fraction(1, 2**54):
+        return 0.0
+    return r
+
+
 def masked_full_fused(x1, out2, keep_prob, rng, divisor, *, threads=None):
     """:func:`masked_full` with the optional C kernel: same random stream, same bits.
 
@@ -236,7 +279,8 @@ def masked_full_fused(x1, out2, keep_prob, rng, divisor, *, threads=None):
         else:
             generator = bit_generator.capsule  # numpy's C functions: the state moves in place
         finite, moved = _fastmask.dropout(generator, x1, out2, rows, cols, CHUNK, hi, lo, tie_bits,
-                                          float(divisor), single, n_threads)
+                                          float(divisor), _exact_reciprocal(float(divisor), single), single,
+                                          n_threads)
         if moved is None:
             if not finite:
                 bit_generator.state = state

@@ -266,3 +266,94 @@ def test_pcg64_in_kernel_with_a_buffered_half_word(monkeypatch, dtype, keep_prob
                 got = masks.masked_full(x, keep_prob, rng, None, keep_prob, threads=threads)
             _assert_same_bits(got, expected)
             assert rng.bit_generator.state == expected_rng.bit_generator.state
+
+
+# --- the division replaced by a multiplication where that is proven to give the same bits ----------
+
+def _float32_binades():
+    """Float32 bit patterns: the whole binade [1, 2) (the proof does not depend on the binade, only
+    on the significand), subnormals (and 0), the top binade's last values, and a sample of every
+    exponent."""
+    rng = np.random.default_rng(5)
+    binade = np.arange(0x3F800000, 0x40000000, dtype=np.uint32)
+    subnormal = np.concatenate([np.arange(0, 1 << 16, dtype=np.uint32), rng.integers(0, 0x00800000, size=1 << 16,
+                                                                                    dtype=np.uint32)])
+    top = np.arange(0x7F7F0000, 0x7F800000, dtype=np.uint32)
+    rest = rng.integers(0, 0x7F800000, size=1 << 18, dtype=np.uint32)
+    return np.concatenate([binade, subnormal, top, rest]).view(np.float32)
+
+
+@pytest.mark.parametrize("keep_prob", [0.8, 0.5, 0.4, 0.25, 0.2, 0.1, 0.64, 1.0, 0.05])
+def test_float32_reciprocal_gives_the_quotients_bits(keep_prob):
+    # masks._exact_reciprocal's proof, checked: the float32 product x * r is the float32 rounding
+    # of the double quotient x / keep_prob (what the numpy path computes), for both signs.
+    r = masks._exact_reciprocal(keep_prob, True)
+    assert r != 0.0 and np.float32(r) == r
+    for x in (_float32_binades(), -_float32_binades()):
+        with np.errstate(over="ignore"):
+            quotient = (x.astype(np.float64) / keep_prob).astype(np.float32)
+            product = x * np.float32(r)
+        np.testing.assert_array_equal(product.view(np.uint32), quotient.view(np.uint32))
+
+
+@pytest.mark.parametrize("keep_prob", [0.5, 0.25, 1.0, 2.0**-10])
+def test_float64_reciprocal_only_for_powers_of_two(keep_prob):
+    r = masks._exact_reciprocal(keep_prob, False)
+    assert r == 1 / keep_prob
+    x = np.random.default_rng(6).integers(0, 0x7FF0000000000000, size=1 << 18, dtype=np.uint64).view(np.float64)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal((x * r).view(np.uint64), (x / keep_prob).view(np.uint64))
+
+
+@pytest.mark.parametrize("keep_prob", [0.9, 0.75, 0.3, 1 / 3, 2 / 3, 0.123456, 0.999, 1 - 1e-12])
+def test_no_reciprocal_without_a_proof(keep_prob):
+    assert masks._exact_reciprocal(keep_prob, True) == 0.0
+    assert masks._exact_reciprocal(keep_prob, False) == 0.0
+
+
+def test_reciprocal_edge_cases():
+    assert masks._exact_reciprocal(0.8, False) == 0.0  # float64: 1.25 is not 1 / 0.8
+    assert masks._exact_reciprocal(0.2 * 2.0**-100, True) == 0.0  # float32: below 2^-100
+    assert masks._exact_reciprocal(2.0**-101, False) == 2.0**101  # float64: any power of two
+
+
+@pytest.mark.parametrize("keep_prob", [0.8, 0.4])
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_kernel_with_reciprocal_equals_numpy_path_on_whole_binades(monkeypatch, keep_prob, threads):
+    # Through the kernel (multiplying) against the numpy path (dividing): every unit of [1, 2),
+    # every subnormal, the top binade, with a few values at the end of rows of chunks.
+    x = _float32_binades()[: 9 * B + 7]
+    expected, state = _numpy_path(monkeypatch, x, keep_prob, seed=8)
+    rng = np.random.default_rng(8)
+    with np.errstate(over="ignore"):
+        got = masks.masked_full(x, keep_prob, rng, None, keep_prob, threads=threads)
+    _assert_same_bits(got, expected)
+    assert rng.bit_generator.state == state
+
+
+def test_reciprocal_only_when_rounding_to_nearest(monkeypatch):
+    # Rounding downwards (set through libm, put back after), the kernel divides like the numpy path:
+    # the multiplication's proof is for rounding to nearest (here x / 0.8 is just below x * 1.25).
+    import ctypes
+    import ctypes.util
+
+    import platform
+
+    name = ctypes.util.find_library("m")
+    if name is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("needs x86-64's libm")
+    libm = ctypes.CDLL(name)
+    fe_downward = 0x400  # x86-64 glibc's FE_DOWNWARD
+    x = _float32_binades()[: 2 * B + 3]
+    before = libm.fegetround()
+    if libm.fesetround(fe_downward) != 0:
+        pytest.skip("cannot set the rounding mode")
+    try:
+        expected, _ = _numpy_path(monkeypatch, x, 0.8, seed=4)
+        with np.errstate(over="ignore"):
+            got = masks.masked_full(x, 0.8, np.random.default_rng(4), None, 0.8, threads=1)
+            multiplied = x * np.float32(1.25)
+    finally:
+        libm.fesetround(before)
+    _assert_same_bits(got, expected)
+    assert not np.array_equal(np.where(got != 0, multiplied, got).view(np.uint32), got.view(np.uint32))
