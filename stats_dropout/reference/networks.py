@@ -34,6 +34,7 @@ References
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -48,6 +49,7 @@ from stats_dropout._internal.validation import (
 )
 from stats_dropout.reference import theory
 from stats_dropout.reference.activations import ACTIVATIONS, activate, gaussian_activation_mean
+from stats_dropout.reference.masks import CHUNK
 from stats_dropout.reference.schemes import SCHEMES, bernoulli_mask
 
 __all__ = [
@@ -122,6 +124,54 @@ def _noise_multipliers(scheme, shape, keep_prob, n_draws, rng):
     return scheme.sample_train(np.ones(shape), keep_prob, n_draws, rng)
 
 
+#: Elements of the last dropped activation per slab of :meth:`MLP.sample_train` (8 mask chunks,
+#: 8 MiB): the slab's arrays are reused from the heap, where a whole block's (tens of MiB, and
+#: fresh pages every block) cost as much as the products.
+SLAB_ELEMENTS = 8 * CHUNK
+
+
+def _draws_noise(layer):
+    return layer.dropout is not None and layer.keep_prob < 1
+
+
+def _chunk_sliceable(layer):
+    """Whether ``layer``'s noise, drawn slab by slab at mask-chunk boundaries, is the very noise it
+    draws for the whole block: unshared Bernoulli masks consume the generator chunk after chunk
+    of :data:`~stats_dropout.reference.masks.CHUNK` elements (``masks.mask_chunks``)."""
+    scheme = layer.scheme
+    return (layer.dropout != "dropconnect" and scheme.noise == "bernoulli"
+            and scheme.shared_axes == ())
+
+
+def _slab_rows(width):
+    """Rows of a slab of width ``width``: a whole number of mask chunks, about :data:`SLAB_ELEMENTS`."""
+    unit = CHUNK // math.gcd(CHUNK, width)  # fewest rows whose elements fill whole chunks
+    return unit * max(1, SLAB_ELEMENTS // (unit * width))
+
+
+def _affine(layer, a):
+    """``f(a W + b)`` for stacked activations ``a`` (..., n_in)."""
+    # one 2-D BLAS call: numpy's stacked 3-D @ 2-D matmul is ~10x slower here
+    a2 = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+    u = (a2 @ layer.weights).reshape(a.shape[:-1] + (layer.weights.shape[1],))
+    u += layer.bias  # in place: these arrays are draws × batch × width
+    if layer.activation == "relu":
+        return np.maximum(u, 0.0, out=u)
+    return activate(layer.activation, u)
+
+
+def _layer_train(layer, a, rng):
+    """One layer's train pass of stacked activations ``a`` (n_draws, batch, n_in)."""
+    if layer.dropout == "dropconnect" and layer.keep_prob < 1:
+        w = layer.weights
+        mask = bernoulli_mask(rng, a.shape[:2] + w.shape, layer.keep_prob)
+        u = np.einsum("nbi,nbio->nbo", a, mask * w) + layer.bias
+        return activate(layer.activation, u)
+    if layer.dropout is not None:
+        a = _drop_stacked(layer, a, rng)
+    return _affine(layer, a)
+
+
 def _drop_stacked(layer, a, rng):
     """Train-time dropout of stacked activations ``a`` of shape (n_draws, *batch_shape)."""
     scheme = layer.scheme
@@ -178,23 +228,41 @@ class MLP:
         n_draws = positive_int_iv(n_draws, "n_draws")
         rng = rng_iv(rng)
         a = np.broadcast_to(x, (n_draws,) + x.shape)
-        for layer in self.layers:
-            if layer.dropout == "dropconnect" and layer.keep_prob < 1:
-                w = layer.weights
-                mask = bernoulli_mask(rng, a.shape[:2] + w.shape, layer.keep_prob)
-                u = np.einsum("nbi,nbio->nbo", a, mask * w) + layer.bias
-            else:
-                if layer.dropout is not None:
-                    a = _drop_stacked(layer, a, rng)
-                # one 2-D BLAS call: numpy's stacked 3-D @ 2-D matmul is ~10x slower here
-                a2 = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
-                u = (a2 @ layer.weights).reshape(a.shape[:-1] + (layer.weights.shape[1],))
-                u += layer.bias  # in place: these arrays are draws × batch × width
-            if layer.activation == "relu":
-                a = np.maximum(u, 0.0, out=u)
-            else:
-                a = activate(layer.activation, u)
-        return a  # every layer allocates its output afresh: never a view of `x`
+        noisy = [i for i, layer in enumerate(self.layers) if _draws_noise(layer)]
+        if not noisy or not _chunk_sliceable(self.layers[noisy[-1]]):
+            for layer in self.layers:
+                a = _layer_train(layer, a, rng)
+            return a  # every layer allocates its output afresh: never a view of `x`
+        return self._sample_in_slabs(a, noisy[-1], rng)
+
+    def _sample_in_slabs(self, a, last, rng):
+        """:meth:`sample_train` with the layers from ``last`` (the last that draws noise, an
+        unshared Bernoulli mask) on slabs of rows (draw × example), bit for bit the same.
+
+        The noise of the earlier layers is drawn on the whole block first, in layer order; the
+        last mask is then drawn slab after slab, each a whole number of mask chunks, which is the
+        order the whole block draws it in. Only the slabs' arrays are ever allocated.
+        """
+        head, before = self.layers[:last], None
+        if head and not (head[-1].dropout == "dropconnect" and _draws_noise(head[-1])):
+            head, before = head[:-1], head[-1]  # its affine map is noiseless: done slab by slab
+        for layer in head:
+            a = _layer_train(layer, a, rng)
+        if before is not None and before.dropout is not None:
+            a = _drop_stacked(before, a, rng)
+        rows = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+        out = np.empty((rows.shape[0], self.layers[-1].weights.shape[1]))
+        step = _slab_rows(self.layers[last].weights.shape[0])
+        for start in range(0, rows.shape[0], step):
+            slab = rows[start:start + step]
+            if before is not None:
+                slab = _affine(before, slab)
+            for layer in self.layers[last:]:
+                if layer.dropout is not None:  # only `last` draws: the later ones keep every unit
+                    slab = _drop_stacked(layer, slab, rng)
+                slab = _affine(layer, slab)
+            out[start:start + step] = slab
+        return out.reshape(a.shape[:-1] + out.shape[1:])
 
     def train_pass(self, x, rng=None):
         """One stochastic train-time forward pass."""

@@ -162,6 +162,41 @@ def test_mc_averaging_table_structure_and_consistency():
         assert earlier.empty or not earlier.not_worse.iloc[-1]
 
 
+def test_mc_averaging_does_not_depend_on_its_threads():
+    import pandas as pd
+
+    small = dict(ks=(1, 5, 250), n_seeds=3, hidden=16, epochs=1, seed=3)
+    pd.testing.assert_frame_equal(ex.mc_averaging(**small), ex.mc_averaging(**small, threads=2),
+                                  check_exact=True)
+
+
+@pytest.mark.parametrize("batch, n_draws", [(600, 100), (7, 3), (1000, 20)])
+def test_sample_train_in_slabs_is_the_whole_block_pass_bit_for_bit(batch, n_draws):
+    # MLP.sample_train runs the layers from the last dropped one on slabs of rows (a whole number
+    # of mask chunks each); the reference below is the pass on the whole block, layer by layer.
+    from scipy import special
+
+    from stats_dropout.reference.schemes import get_scheme
+
+    net = nw.init_mlp([64, 128, 10], ["relu", "softmax"], dropout=["inverted", "inverted"],
+                      keep_prob=[0.8, 0.5], seed=1)
+    x = np.random.default_rng(5).random((batch, 64))
+    first, second = net.layers
+    rng = np.random.default_rng(9)
+    inverted = get_scheme("inverted")
+    expected = []
+    for _ in range(2):  # two calls: the generator is left where the whole-block pass leaves it
+        a = inverted.train(np.broadcast_to(x, (n_draws,) + x.shape), 0.8, rng)
+        u = np.maximum((a.reshape(-1, 64) @ first.weights).reshape(n_draws, batch, 128) + first.bias, 0.0)
+        u = inverted.train(u, 0.5, rng)
+        expected.append(special.softmax((u.reshape(-1, 128) @ second.weights).reshape(n_draws, batch, 10)
+                                        + second.bias, axis=-1))
+    rng = np.random.default_rng(9)
+    got = [net.sample_train(x, n_draws, rng) for _ in range(2)]
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
 def test_single_thinned_network_is_worse_than_weight_scaling_on_digits():
     # Within one trained network: per-pass test error of single stochastic passes (iid given
     # the network) vs the weight-scaled error (a constant given the network). A power

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 
@@ -170,34 +172,56 @@ def claims_ledger(*, seed=0, max_draws=None, keep_prob=0.8, claim_ids=None, tabl
         bar = tqdm(total=len(ids), desc="claims", unit="claim")
     rows = []
     try:
-        for cid in ids:
-            if bar is not None:
-                bar.set_postfix_str(cid)
-                _train_with_progress(cid, seed, tables)
-            rows.append(evaluate_claim(cid, seed=seed, max_draws=max_draws, keep_prob=keep_prob,
-                                       tables=tables).to_record())
-            if bar is not None:
-                bar.update(1)
+        with _training_in_background(ids, seed, tables, progress) as wait_for_tables:
+            for cid in ids:
+                if bar is not None:
+                    bar.set_postfix_str(cid)
+                wait_for_tables(cid)
+                rows.append(evaluate_claim(cid, seed=seed, max_draws=max_draws, keep_prob=keep_prob,
+                                           tables=tables).to_record())
+                if bar is not None:
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
 
 
-#: Claims whose measurement trains networks for seconds, and the experiment table each reads
-#: (``experiment_table_for(settings, name)`` in :mod:`.training`): with ``progress`` the table is
-#: computed just before the claim, by the same call, with its own bar.
-_TRAINING_TABLES = {"C16": "mc_averaging"}
+#: Claims whose measurement trains networks for seconds: the experiment table each reads
+#: (``experiment_table_for(settings, name)`` in :mod:`.training`) and the options, beyond the
+#: seed, it is computed with in the background (none changes a number).
+_TRAINING_TABLES = {"C16": ("mc_averaging", {"threads": 2})}
 
 
-def _train_with_progress(claim_id, seed, tables):
-    name = _TRAINING_TABLES.get(claim_id)
-    if name is None or name in tables:
-        return
+@contextlib.contextmanager
+def _training_in_background(ids, seed, tables, progress):
+    """The training tables the claims ``ids`` read, computed on a thread of their own meanwhile.
+
+    They are started at once (those not in ``tables``), while this thread measures the other
+    claims: on two cores, C16's replicates (two at a time) and the other claims keep both busy.
+    Yields ``wait_for_tables(claim_id)``, which puts the tables the claim reads into ``tables``
+    when they are done. ``progress`` gives them their own bar. Every table is the call
+    ``experiment_table_for`` would make: its own seeds, no shared random state.
+    """
+    import concurrent.futures
+
     from stats_dropout.studies import experiments
 
-    # The call experiment_table_for makes, plus progress (which draws no random numbers).
-    tables[name] = getattr(experiments, name)(seed=seed_iv(seed), progress=True)
+    wanted = dict(_TRAINING_TABLES[cid] for cid in ids if cid in _TRAINING_TABLES)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if set(wanted) - set(tables) else None
+    futures = {name: pool.submit(getattr(experiments, name), seed=seed_iv(seed), progress=progress, **options)
+               for name, options in wanted.items() if name not in tables}
+
+    def wait_for_tables(claim_id):
+        name = _TRAINING_TABLES.get(claim_id, (None,))[0]
+        if name in futures and name not in tables:
+            tables[name] = futures[name].result()
+
+    try:
+        yield wait_for_tables
+    finally:
+        if pool is not None:  # an error or Ctrl-C: the table under way is let finish, not used
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def format_ledger(frame, width=100):
