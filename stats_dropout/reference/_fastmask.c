@@ -23,14 +23,13 @@
  * PCG64_STATE: whether this build can; it needs 128-bit integers). tests/unit/test_fastmask.py
  * checks every claim above (`draws` below) against numpy's `integers`.
  *
- * Threads (pthreads, GIL released). With the PCG64 run here, thread t takes a contiguous run of
- * chunks (run_role): it first-touches its own part of the fresh output (no two threads fault in
- * the same huge page) and never waits for another thread's progress chunk by chunk. Its
- * generator at its first chunk is found by skipping over the previous run's draws (words and
- * how many ties: a tenth of the cost of applying them), from the previous thread's start,
- * published once. Through a capsule (another numpy bit generator, whose state cannot be copied)
- * workers take chunks in increasing order from a shared counter and draw in turn (chunk k draws
- * only after chunk k - 1 has drawn all of its bits, ties included); the compare-rescale-store
+ * Threads (pthreads, GIL released). With the PCG64 run here (scan_worker), workers take runs of
+ * chunks (2 MiB of output or more) in increasing order from a shared counter and never wait for
+ * each other: a worker finds the generator at its run's start from the latest state published
+ * before it (each chunk's end is published as soon as it is drawn), skipping over the chunks in
+ * between itself if any (words and how many ties only). Through a capsule (another numpy bit
+ * generator, whose state cannot be copied) workers take chunks in turn (worker): chunk k draws
+ * only after chunk k - 1 has drawn all of its bits, ties included; the compare-rescale-store
  * pass runs in parallel. Either way the generator is consumed exactly as by one thread: results
  * and the generator's final state are the same for any number of threads. The caller holds the
  * bit generator's lock for the whole call.
@@ -302,11 +301,9 @@ typedef struct {
     /* scheduling through a capsule (worker): chunks taken in turn */
     Py_ssize_t next_chunk; /* the next chunk a worker takes */
     Py_ssize_t turn;       /* the chunk whose bits may be drawn now */
-    /* scheduling with the PCG64 state (range_worker): role t applies chunks [bound[t], bound[t+1]) */
-    int roles;
-    Py_ssize_t bound[MAX_THREADS + 1];
-    gen_t start[MAX_THREADS]; /* role t's generator at chunk bound[t], once ready[t] */
-    int ready[MAX_THREADS];
+    /* scheduling with the PCG64 state (scan_worker): the generator at chunk k's start, once have[k] */
+    gen_t *at;
+    char *have;
     int stop;              /* a non-finite x (or no memory): everyone stops */
     int nomem;
 #if FM_THREADS
@@ -465,96 +462,70 @@ static void skip_chunk(const job_t *j, gen_t *g, Py_ssize_t k, uint64_t *restric
     for (Py_ssize_t t = count_ties((const uint8_t *)words, count, (uint8_t)j->hi); t > 0; t--) (void)gen_u32(g);
 }
 
-/* The PCG64 run here: role t applies the contiguous chunks [bound[t], bound[t+1]), so that each
- * thread first-touches its own part of the fresh output and no thread ever waits for another's
- * progress chunk by chunk. Role t's generator at bound[t] is found by role t itself: it waits
- * (once) for role t - 1's start, then skips over role t - 1's chunks (words and tie count only,
- * about a tenth of the cost of applying them) and publishes its start for role t + 1. The draws
- * are those of one thread going through all chunks in order: same results, same final state
- * (role roles - 1's), for any number of threads. */
-static void run_role(job_t *j, int t) {
+/* The PCG64 run here: workers take runs of GROUP consecutive chunks from a shared counter, in
+ * increasing order, and never wait for each other. A worker finds its generator at its run's
+ * first chunk from the latest start published before it (the state after some chunk's draws),
+ * skipping over the chunks in between itself (words and how many ties: about a tenth of the
+ * cost of applying them; usually none, as the run before was drawn, and its end published, a
+ * moment earlier), then draws and applies its chunks, publishing each chunk's end. The state
+ * at a chunk is a function of the generator's start and the chunks before, however it is
+ * reached: the draws are those of one thread going through all chunks in order, so the same
+ * results and final state (published at the last chunk's end) for any number of threads.
+ * Runs of GROUP chunks (2 MiB or more of output) keep a thread's first touches of the fresh
+ * output together (two threads faulting in the same huge page both clear one). A thread
+ * delayed by the scheduler delays the call by its current run at most. */
+static Py_ssize_t group_of(const job_t *j) {
+    const Py_ssize_t bytes = j->maxcount * (j->single ? 4 : 8), want = (Py_ssize_t)1 << 21;
+    return bytes >= want ? 1 : (want + bytes - 1) / bytes;
+}
+
+static void *scan_worker(void *arg) {
+    job_t *j = (job_t *)arg;
     uint64_t *words = (uint64_t *)malloc((size_t)((j->maxcount + 7) / 8) * sizeof(uint64_t));
     uint32_t *kept = (uint32_t *)malloc((size_t)j->maxcount * sizeof(uint32_t)); /* touched at ties only */
     if (words == NULL || kept == NULL) {
         LOCK(j);
         j->nomem = j->stop = 1;
-        WAKE(j);
         UNLOCK(j);
         free(words);
         free(kept);
-        return;
+        return NULL;
     }
-    gen_t g;
-    if (t > 0) {
+    const Py_ssize_t group = group_of(j);
+    for (;;) {
         LOCK(j);
-        while (!j->ready[t - 1] && !j->stop) WAIT(j);
-        int stop = j->stop;
-        g = j->start[t - 1];
+        if (j->stop || j->next_chunk >= j->nchunks) {
+            UNLOCK(j);
+            break;
+        }
+        const Py_ssize_t k0 = j->next_chunk, k1 = j->nchunks - k0 < group ? j->nchunks : k0 + group;
+        j->next_chunk = k1;
+        Py_ssize_t known = k0;
+        while (!j->have[known]) known--; /* have[0]: the generator's start */
+        gen_t g = j->at[known];
         UNLOCK(j);
-        if (stop) goto done;
-        for (Py_ssize_t k = j->bound[t - 1]; k < j->bound[t]; k++) skip_chunk(j, &g, k, words);
-        LOCK(j);
-        j->start[t] = g;
-        j->ready[t] = 1;
-        WAKE(j);
-        UNLOCK(j);
-    } else {
-        g = j->start[0];
-    }
-    for (Py_ssize_t k = j->bound[t]; k < j->bound[t + 1]; k++) {
-        if (__atomic_load_n(&j->stop, __ATOMIC_RELAXED)) break; /* a late view only costs a chunk */
-        Py_ssize_t r0, nr, c0, w;
-        chunk_geometry(j, k, &r0, &nr, &c0, &w);
-        Py_ssize_t nk = draw_chunk_from(j, &g, nr * w, words, kept);
-        if (apply_chunk(j, k, words, kept, nk)) {
+        for (Py_ssize_t k = known; k < k0; k++) skip_chunk(j, &g, k, words);
+        int bad = 0;
+        for (Py_ssize_t k = k0; k < k1 && !bad; k++) {
+            Py_ssize_t r0, nr, c0, w;
+            chunk_geometry(j, k, &r0, &nr, &c0, &w);
+            Py_ssize_t nk = draw_chunk_from(j, &g, nr * w, words, kept);
+            LOCK(j);
+            j->at[k + 1] = g; /* the state after chunk k's draws: chunk k + 1's start */
+            j->have[k + 1] = 1;
+            UNLOCK(j);
+            bad = apply_chunk(j, k, words, kept, nk);
+        }
+        if (bad) {
             LOCK(j);
             j->stop = 1; /* a non-finite x: the caller puts the generator back */
-            WAKE(j);
             UNLOCK(j);
             break;
         }
     }
-    if (t == j->roles - 1) j->gen = g; /* the final state; read after every thread has joined */
-done:
     free(words);
     free(kept);
-}
-
-#if FM_THREADS
-typedef struct {
-    job_t *j;
-    int t;
-} role_arg_t;
-
-static void *role_thread(void *arg) {
-    role_arg_t *a = (role_arg_t *)arg;
-    run_role(a->j, a->t);
     return NULL;
-}
-#endif
-
-/* Role bounds: role t starts applying once roles 1..t have skipped over their predecessors'
- * chunks (SKIP_COST of the cost of applying a chunk each), so later roles get fewer chunks and
- * all of them finish together: n_t = Z - S_t, S_t = S_{t-1} + SKIP_COST n_{t-1}. */
-#define SKIP_COST 0.08
-static void set_bounds(job_t *j, int roles) {
-    double n[MAX_THREADS], s = 0.0, sum = 0.0;
-    for (int t = 0; t < roles; t++) { /* with Z = 1; then scaled to the chunks */
-        n[t] = 1.0 - s;
-        if (n[t] < 0.0) n[t] = 0.0;
-        s += SKIP_COST * n[t];
-        sum += n[t];
-    }
-    double acc = 0.0;
-    j->bound[0] = 0;
-    for (int t = 0; t < roles; t++) {
-        acc += n[t];
-        Py_ssize_t b = (Py_ssize_t)(acc / sum * (double)j->nchunks + 0.5);
-        if (b < j->bound[t]) b = j->bound[t];
-        if (b > j->nchunks || t == roles - 1) b = j->nchunks;
-        j->bound[t + 1] = b;
-    }
-    j->roles = roles;
 }
 
 /* Round to nearest, subnormals neither flushed nor read as zero (IEEE's default, Python's). */
@@ -610,48 +581,44 @@ static PyObject *dropout(PyObject *self, PyObject *args) {
     if (threads > j.nchunks) threads = j.nchunks;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads < 1) threads = 1;
-    const int by_range = j.gen.bg == NULL; /* the PCG64 run here: contiguous ranges (run_role) */
+    const int by_scan = j.gen.bg == NULL; /* the PCG64 run here: scan_worker */
+    if (by_scan) {
+        j.at = (gen_t *)malloc((size_t)(j.nchunks + 1) * sizeof(gen_t));
+        j.have = (char *)calloc((size_t)(j.nchunks + 1), 1);
+        if (j.at == NULL || j.have == NULL) {
+            free(j.at);
+            free(j.have);
+            PyBuffer_Release(&x);
+            PyBuffer_Release(&out);
+            return PyErr_NoMemory();
+        }
+        j.at[0] = j.gen;
+        j.have[0] = 1;
+        const Py_ssize_t groups = (j.nchunks + group_of(&j) - 1) / group_of(&j);
+        if (threads > groups) threads = groups;
+    }
+    void *(*work)(void *) = by_scan ? scan_worker : worker;
     Py_BEGIN_ALLOW_THREADS
 #if FM_THREADS
     pthread_mutex_init(&j.mu, NULL);
     pthread_cond_init(&j.cv, NULL);
     pthread_t tid[MAX_THREADS];
-    if (by_range) {
-        role_arg_t args_[MAX_THREADS];
-        int started[MAX_THREADS] = {0};
-        set_bounds(&j, (int)threads);
-        j.start[0] = j.gen;
-        j.ready[0] = 1;
-        for (int t = 1; t < j.roles; t++) { /* the caller's thread plays role 0 */
-            args_[t].j = &j;
-            args_[t].t = t;
-            started[t] = pthread_create(&tid[t], NULL, role_thread, &args_[t]) == 0;
-        }
-        run_role(&j, 0);
-        for (int t = 1; t < j.roles; t++) /* a role whose thread could not start: the caller's, in order */
-            if (!started[t]) run_role(&j, t);
-        for (int t = 1; t < j.roles; t++)
-            if (started[t]) pthread_join(tid[t], NULL);
-    } else {
-        Py_ssize_t started = 0;
-        for (Py_ssize_t t = 1; t < threads; t++) /* the caller's thread is one of the workers */
-            if (pthread_create(&tid[started], NULL, worker, &j) == 0) started++;
-        worker(&j); /* if a thread could not start, the others do its share: same results */
-        for (Py_ssize_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
-    }
+    Py_ssize_t started = 0;
+    for (Py_ssize_t t = 1; t < threads; t++) /* the caller's thread is one of the workers */
+        if (pthread_create(&tid[started], NULL, work, &j) == 0) started++;
+    work(&j); /* if a thread could not start, the others do its share: same results */
+    for (Py_ssize_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
     pthread_cond_destroy(&j.cv);
     pthread_mutex_destroy(&j.mu);
 #else
-    if (by_range) {
-        set_bounds(&j, 1);
-        j.start[0] = j.gen;
-        j.ready[0] = 1;
-        run_role(&j, 0);
-    } else {
-        worker(&j);
-    }
+    work(&j);
 #endif
     Py_END_ALLOW_THREADS
+    if (by_scan) {
+        if (!j.stop) j.gen = j.at[j.nchunks]; /* the final state */
+        free(j.at);
+        free(j.have);
+    }
     PyBuffer_Release(&x);
     PyBuffer_Release(&out);
     if (j.nomem) return PyErr_NoMemory();

@@ -182,8 +182,8 @@ def kernel_applies(x):
 def kernel_threads(threads=None):
     """Most threads the C kernel may use: ``threads``, else ``$STATS_DROPOUT_THREADS``, else the CPUs.
 
-    The kernel uses ``min(kernel_threads(), chunks)``: an array of one chunk (``CHUNK``
-    elements) runs on the calling thread alone. Results never depend on it.
+    The kernel uses at most one thread per run of chunks (``CHUNK`` elements, runs of 2 MiB of
+    output or more): a smaller array runs on the calling thread alone. Results never depend on it.
     """
     if threads is None:
         env = os.environ.get(THREADS_ENV, "").strip()
