@@ -295,7 +295,9 @@ class Collector:
         # A sum with an inf or NaN term is inf or NaN in any order (IEEE 754), so a finite sum
         # proves every value finite in one reduction; only an inf or NaN sum (or an overflow)
         # needs the element-wise test.
-        if not np.isfinite(np.sum(y64)):
+        with np.errstate(over="ignore", invalid="ignore"):  # inf − inf is the NaN we look for
+            total = np.sum(y64)
+        if not np.isfinite(total):
             finite = np.isfinite(y64)
             if not finite.all():
                 ev.nonfinite = int(y64.size - np.count_nonzero(finite))
