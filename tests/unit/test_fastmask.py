@@ -357,3 +357,18 @@ def test_reciprocal_only_when_rounding_to_nearest(monkeypatch):
         libm.fesetround(before)
     _assert_same_bits(got, expected)
     assert not np.array_equal(np.where(got != 0, multiplied, got).view(np.uint32), got.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("keep_prob", [0.86, 0.5, 19661 / 65536])
+def test_many_runs_of_chunks_any_thread_count(monkeypatch, dtype, keep_prob):
+    # Enough chunks for several 2-MiB runs of them in either dtype, so that threads start from
+    # published states or skip over chunks drawn by others: same bits and final state as numpy.
+    x = _input(17 * B + 3, dtype)
+    expected, state = _numpy_path(monkeypatch, x, keep_prob, seed=12)
+    for threads in THREADS:
+        rng = np.random.default_rng(12)
+        with np.errstate(over="ignore"):
+            got = masks.masked_full(x, keep_prob, rng, None, keep_prob, threads=threads)
+        _assert_same_bits(got, expected)
+        assert rng.bit_generator.state == state
