@@ -6,7 +6,8 @@ is exactly ``keep_prob``); otherwise ``m = 32`` and ``t = round(keep_prob · 2^3
 ``2^-33``. The top byte decides all but 1/256 of units; ties draw the remaining bits. The optional
 C kernel (``_fastmask.c``, built by setup.py) makes the whole unshared train pass (random bits
 included) in one pass, split over threads, and gives the same bits as the numpy path for any
-number of threads.
+number of threads; it multiplies by ``1 / keep_prob`` instead of dividing only where
+:func:`_exact_reciprocal` proves the same bits.
 """
 
 from __future__ import annotations
