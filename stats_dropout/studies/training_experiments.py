@@ -41,7 +41,8 @@ from stats_dropout.reference.networks import init_mlp, to_inverted
 from stats_dropout.reference.schemes import get_scheme
 from stats_dropout.reference.training import train_mlp
 
-__all__ = ["mc_averaging", "training_equivalence", "regression_dropout", "load_digits_split"]
+__all__ = ["mc_averaging", "start_mc_averaging", "PendingTable", "training_equivalence", "regression_dropout",
+           "load_digits_split"]
 
 DEFAULT_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -105,17 +106,16 @@ def _t_ci(values, level):
     return mean, low, high, p
 
 
-def _replicate_errors(r, *, seed, X, y, X_test, y_test, ks, keep_prob, input_keep_prob, hidden, epochs):
-    """Replicate ``r`` of :func:`mc_averaging`: ``(weight-scaling error, MC error at each k)``.
-
-    A pure function of its arguments (seed ``10000·seed + r``; no global state), so replicates
-    may run on any thread in any order.
-    """
-    s = 10_000 * seed + r
+def _trained_network(s, X, y, keep_prob, input_keep_prob, hidden, epochs):
+    """The 64-``hidden``-10 network of :func:`mc_averaging`'s replicate with seed ``s``, trained."""
     net = init_mlp([64, hidden, 10], ["relu", "softmax"], dropout=["inverted", "inverted"],
                    keep_prob=[input_keep_prob, keep_prob], seed=s)
-    net, _ = train_mlp(net, X, y, optimizer="sgd", lr=0.05, momentum=0.9, epochs=epochs,
-                       batch_size=32, seed=s)
+    return train_mlp(net, X, y, optimizer="sgd", lr=0.05, momentum=0.9, epochs=epochs,
+                     batch_size=32, seed=s)[0]
+
+
+def _test_errors(net, s, X_test, y_test, ks):
+    """``(weight-scaling error, MC error at each k)`` of the trained ``net`` (replicate seed ``s``)."""
     err_ws = np.mean(net.predict(X_test).argmax(axis=1) != y_test)
     rng = stream_rng(s, "mc_averaging")
     k_max = ks[-1]
@@ -133,34 +133,61 @@ def _replicate_errors(r, *, seed, X, y, X_test, y_test, ks, keep_prob, input_kee
     return err_ws, err_mc
 
 
-def _map_replicates(fn, n, threads, progress):
-    """``[fn(0), …, fn(n − 1)]`` on ``threads`` threads (numpy's products and the mask kernel
-    release the GIL), with a tqdm bar over finished replicates if ``progress``."""
+class PendingTable:
+    """A table whose Monte-Carlo passes may still be running: :meth:`result` waits and builds it."""
+
+    def __init__(self, futures, build, pool=None, bar=None):
+        self._futures, self._build, self._pool, self._bar = futures, build, pool, bar
+
+    def result(self):
+        """The table (a replicate's error is raised here)."""
+        try:
+            return self._build([future.result() for future in self._futures])
+        finally:
+            self.close()
+
+    def close(self):
+        """Stop: passes not started are dropped, the ones under way finish (a replicate's worth)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _start_replicates(seeds, train, test, threads, progress, build):
+    """:class:`PendingTable` of ``build([test(train(s), s) for s in seeds])``.
+
+    Training is Python-bound (batches of 32): on threads it would only contend for the GIL
+    (two at once took four times as long as one after the other), so the networks are trained
+    here, one after the other, before this returns. With ``threads > 1`` each network's
+    Monte-Carlo passes (numpy, which releases the GIL) then run on a pool of that many threads,
+    started as soon as the network is trained; with 1 they run here too. Every replicate has
+    its own seeds: where and in which order changes nothing. ``progress``: a tqdm bar over
+    finished replicates.
+    """
     import concurrent.futures
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc="training (mc_averaging)", unit="net", leave=None)
+        bar = tqdm(total=len(seeds), desc="training (mc_averaging)", unit="net", leave=None)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    futures = []
     try:
-        if threads == 1:  # no pool: Ctrl-C stops the replicate under way
-            results = []
-            for r in range(n):
-                results.append(fn(r))
-                if bar is not None:
-                    bar.update(1)
-            return results
-        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
-            futures = [pool.submit(fn, r) for r in range(n)]
-            for future in concurrent.futures.as_completed(futures):
-                future.result()  # raises a replicate's error here, at once
-                if bar is not None:
-                    bar.update(1)
-        return [future.result() for future in futures]
-    finally:
-        if bar is not None:
-            bar.close()
+        for s in seeds:
+            net = train(s)
+            if pool is None:
+                futures.append(concurrent.futures.Future())
+                futures[-1].set_result(test(net, s))
+            else:
+                futures.append(pool.submit(test, net, s))
+            if bar is not None:  # tqdm's update is thread-safe
+                futures[-1].add_done_callback(lambda _: bar.update(1))
+    except BaseException:  # Ctrl-C or an error while training: nothing more is started
+        PendingTable(futures, build, pool, bar).close()
+        raise
+    return PendingTable(futures, build, pool, bar)
 
 
 def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_prob=0.8, hidden=128,
@@ -201,6 +228,23 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
         k_meets_weight_scaling, n_groups, n_seeds,
         n_test, keep_prob, input_keep_prob, seed, confidence_level``.
     """
+    return start_mc_averaging(ks=ks, n_seeds=n_seeds, seed=seed, keep_prob=keep_prob,
+                              input_keep_prob=input_keep_prob, hidden=hidden, epochs=epochs,
+                              confidence_level=confidence_level, equivalence_margin=equivalence_margin,
+                              progress=progress, threads=threads).result()
+
+
+def start_mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_prob=0.8, hidden=128,
+                       epochs=25, confidence_level=0.95, equivalence_margin=0.01, progress=False, threads=1):
+    """:func:`mc_averaging` in two steps, for a caller with other work meanwhile: the networks
+    are trained before this returns, and with ``threads > 1`` their Monte-Carlo passes go on in
+    the background. Options as :func:`mc_averaging`.
+
+    Returns
+    -------
+    PendingTable
+        ``result()`` waits for the passes and returns :func:`mc_averaging`'s table.
+    """
     ks, n_seeds, seed, p, p_in, hidden, epochs, level = _mc_averaging_iv(
         ks, n_seeds, seed, keep_prob, input_keep_prob, hidden, epochs, confidence_level)
     if not (isinstance(equivalence_margin, (int, float)) and equivalence_margin > 0):
@@ -208,9 +252,17 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
     margin = float(equivalence_margin)
     threads = positive_int_iv(threads, "threads")
     X, y, X_test, y_test = load_digits_split(seed)
-    replicate = functools.partial(_replicate_errors, seed=seed, X=X, y=y, X_test=X_test, y_test=y_test,
-                                  ks=ks, keep_prob=p, input_keep_prob=p_in, hidden=hidden, epochs=epochs)
-    errors = _map_replicates(replicate, n_seeds, threads, progress)
+    train = functools.partial(_trained_network, X=X, y=y, keep_prob=p, input_keep_prob=p_in, hidden=hidden,
+                              epochs=epochs)
+    test = functools.partial(_test_errors, X_test=X_test, y_test=y_test, ks=ks)
+    build = functools.partial(_mc_table, ks=ks, seed=seed, keep_prob=p, input_keep_prob=p_in, level=level,
+                              margin=margin, n_test=len(y_test))
+    return _start_replicates([10_000 * seed + r for r in range(n_seeds)], train, test, threads, progress, build)
+
+
+def _mc_table(errors, *, ks, seed, keep_prob, input_keep_prob, level, margin, n_test):
+    """:func:`mc_averaging`'s table from the replicates' ``(weight-scaling error, MC errors)``."""
+    p, p_in, n_seeds = keep_prob, input_keep_prob, len(errors)
     err_ws = np.array([e[0] for e in errors])
     err_mc = np.array([e[1] for e in errors])
     k_max = ks[-1]
@@ -230,7 +282,7 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
         "diff_ci_high": d_hi, "diff_pvalue": d_p, "not_worse": not_worse, "equivalent": equivalent,
         "equivalence_pvalue": [t.pvalue for t in tost], "equivalence_margin": margin,
         "k_meets_weight_scaling": k_meets if k_meets is not None else -1,
-        "n_groups": [k_max // k for k in ks], "n_seeds": n_seeds, "n_test": len(y_test),
+        "n_groups": [k_max // k for k in ks], "n_seeds": n_seeds, "n_test": n_test,
         "keep_prob": p, "input_keep_prob": p_in, "seed": seed, "confidence_level": level,
     })
     out.attrs["k_meets_weight_scaling"] = k_meets

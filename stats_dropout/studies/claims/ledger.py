@@ -11,6 +11,7 @@ import pandas as pd
 from stats_dropout._internal.validation import draws_iv, keep_prob_iv, seed_iv
 from stats_dropout.studies.claims import masks, single_layer, training
 from stats_dropout.studies.claims.common import LEDGER_COLUMNS, LEVEL, VERDICTS, ClaimResult, ClaimSettings
+from stats_dropout.studies.training_experiments import start_mc_averaging
 
 # --- the ledger -----------------------------------------------------------------------------
 _TEXTS = {
@@ -172,7 +173,7 @@ def claims_ledger(*, seed=0, max_draws=None, keep_prob=0.8, claim_ids=None, tabl
         bar = tqdm(total=len(ids), desc="claims", unit="claim")
     rows = []
     try:
-        with _training_in_background(ids, seed, tables, progress) as wait_for_tables:
+        with _training_started(ids, seed, tables, progress) as wait_for_tables:
             for cid in ids:
                 if bar is not None:
                     bar.set_postfix_str(cid)
@@ -188,40 +189,38 @@ def claims_ledger(*, seed=0, max_draws=None, keep_prob=0.8, claim_ids=None, tabl
 
 
 #: Claims whose measurement trains networks for seconds: the experiment table each reads
-#: (``experiment_table_for(settings, name)`` in :mod:`.training`) and the options, beyond the
-#: seed, it is computed with in the background (none changes a number).
-_TRAINING_TABLES = {"C16": ("mc_averaging", {"threads": 2})}
+#: (``experiment_table_for(settings, name)`` in :mod:`.training`), the function that starts it (a
+#: :class:`~stats_dropout.studies.training_experiments.PendingTable`) and the options beyond the
+#: seed it is started with; none changes a number.
+_TRAINING_TABLES = {"C16": ("mc_averaging", start_mc_averaging, {"threads": 2})}
 
 
 @contextlib.contextmanager
-def _training_in_background(ids, seed, tables, progress):
-    """The training tables the claims ``ids`` read, computed on a thread of their own meanwhile.
+def _training_started(ids, seed, tables, progress):
+    """The training tables the claims ``ids`` read (those not in ``tables``), started first.
 
-    They are started at once (those not in ``tables``), while this thread measures the other
-    claims: on two cores, C16's replicates (two at a time) and the other claims keep both busy.
-    Yields ``wait_for_tables(claim_id)``, which puts the tables the claim reads into ``tables``
-    when they are done. ``progress`` gives them their own bar. Every table is the call
-    ``experiment_table_for`` would make: its own seeds, no shared random state.
+    Their networks are trained here, before any claim (training is Python-bound: next to the
+    claims it would only contend for the GIL); their Monte-Carlo passes then run on two threads
+    of their own while this thread measures the other claims, so both cores stay busy. Yields
+    ``wait_for_tables(claim_id)``, which puts the tables the claim reads into ``tables``.
+    ``progress`` gives them their own bar.
     """
-    import concurrent.futures
-
-    from stats_dropout.studies import experiments
-
-    wanted = dict(_TRAINING_TABLES[cid] for cid in ids if cid in _TRAINING_TABLES)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if set(wanted) - set(tables) else None
-    futures = {name: pool.submit(getattr(experiments, name), seed=seed_iv(seed), progress=progress, **options)
-               for name, options in wanted.items() if name not in tables}
-
-    def wait_for_tables(claim_id):
-        name = _TRAINING_TABLES.get(claim_id, (None,))[0]
-        if name in futures and name not in tables:
-            tables[name] = futures[name].result()
-
+    pending = {}
     try:
+        for cid in ids:
+            name, start, options = _TRAINING_TABLES.get(cid, (None, None, None))
+            if name is not None and name not in tables and name not in pending:
+                pending[name] = start(seed=seed_iv(seed), progress=progress, **options)
+
+        def wait_for_tables(claim_id):
+            name = _TRAINING_TABLES.get(claim_id, (None,))[0]
+            if name in pending:
+                tables[name] = pending.pop(name).result()
+
         yield wait_for_tables
     finally:
-        if pool is not None:  # an error or Ctrl-C: the table under way is let finish, not used
-            pool.shutdown(wait=True, cancel_futures=True)
+        for table in pending.values():  # an error or Ctrl-C before the claim that reads it
+            table.close()
 
 
 def format_ledger(frame, width=100):
