@@ -41,8 +41,7 @@ from stats_dropout.reference.networks import init_mlp, to_inverted
 from stats_dropout.reference.schemes import get_scheme
 from stats_dropout.reference.training import train_mlp
 
-__all__ = ["mc_averaging", "start_mc_averaging", "PendingTable", "training_equivalence", "regression_dropout",
-           "load_digits_split"]
+__all__ = ["mc_averaging", "PendingTable", "training_equivalence", "regression_dropout", "load_digits_split"]
 
 DEFAULT_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -191,7 +190,8 @@ def _start_replicates(seeds, train, test, threads, progress, build):
 
 
 def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_prob=0.8, hidden=128,
-                 epochs=25, confidence_level=0.95, equivalence_margin=0.01, progress=False, threads=1):
+                 epochs=25, confidence_level=0.95, equivalence_margin=0.01, progress=False, threads=1,
+                 wait=True):
     """Test error of Monte-Carlo averaging over k passes vs weight scaling, on the digits.
 
     For each of ``n_seeds`` replicates (replicate r uses seed ``10000·seed + r`` for its
@@ -218,6 +218,10 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
     ``progress=True`` shows a tqdm bar over the replicates on stderr (each trains a network:
     about 1 s at the defaults); it draws no random numbers and changes no result. ``threads``
     replicates run at a time (each on its own seeds, so the table does not depend on it).
+    ``wait=False`` returns a :class:`PendingTable` as soon as the networks are trained (in this
+    thread, one after the other: training is GIL-bound), their Monte-Carlo passes going on in the
+    background with ``threads > 1``: its ``result()`` is the table. For a caller with other work
+    meanwhile (the claims ledger).
 
     Returns
     -------
@@ -227,23 +231,6 @@ def mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_
         diff_ci_high, diff_pvalue, not_worse, equivalent, equivalence_pvalue, equivalence_margin,
         k_meets_weight_scaling, n_groups, n_seeds,
         n_test, keep_prob, input_keep_prob, seed, confidence_level``.
-    """
-    return start_mc_averaging(ks=ks, n_seeds=n_seeds, seed=seed, keep_prob=keep_prob,
-                              input_keep_prob=input_keep_prob, hidden=hidden, epochs=epochs,
-                              confidence_level=confidence_level, equivalence_margin=equivalence_margin,
-                              progress=progress, threads=threads).result()
-
-
-def start_mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input_keep_prob=0.8, hidden=128,
-                       epochs=25, confidence_level=0.95, equivalence_margin=0.01, progress=False, threads=1):
-    """:func:`mc_averaging` in two steps, for a caller with other work meanwhile: the networks
-    are trained before this returns, and with ``threads > 1`` their Monte-Carlo passes go on in
-    the background. Options as :func:`mc_averaging`.
-
-    Returns
-    -------
-    PendingTable
-        ``result()`` waits for the passes and returns :func:`mc_averaging`'s table.
     """
     ks, n_seeds, seed, p, p_in, hidden, epochs, level = _mc_averaging_iv(
         ks, n_seeds, seed, keep_prob, input_keep_prob, hidden, epochs, confidence_level)
@@ -257,7 +244,8 @@ def start_mc_averaging(*, ks=DEFAULT_KS, n_seeds=4, seed=0, keep_prob=0.5, input
     test = functools.partial(_test_errors, X_test=X_test, y_test=y_test, ks=ks)
     build = functools.partial(_mc_table, ks=ks, seed=seed, keep_prob=p, input_keep_prob=p_in, level=level,
                               margin=margin, n_test=len(y_test))
-    return _start_replicates([10_000 * seed + r for r in range(n_seeds)], train, test, threads, progress, build)
+    pending = _start_replicates([10_000 * seed + r for r in range(n_seeds)], train, test, threads, progress, build)
+    return pending.result() if wait else pending
 
 
 def _mc_table(errors, *, ks, seed, keep_prob, input_keep_prob, level, margin, n_test):

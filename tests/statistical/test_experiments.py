@@ -166,8 +166,10 @@ def test_mc_averaging_does_not_depend_on_its_threads():
     import pandas as pd
 
     small = dict(ks=(1, 5, 250), n_seeds=3, hidden=16, epochs=1, seed=3)
-    pd.testing.assert_frame_equal(ex.mc_averaging(**small), ex.mc_averaging(**small, threads=2),
-                                  check_exact=True)
+    table = ex.mc_averaging(**small)
+    pd.testing.assert_frame_equal(table, ex.mc_averaging(**small, threads=2), check_exact=True)
+    pending = ex.mc_averaging(**small, threads=2, wait=False)  # trained; passes in the background
+    pd.testing.assert_frame_equal(table, pending.result(), check_exact=True)
 
 
 @pytest.mark.parametrize("batch, n_draws", [(600, 100), (7, 3), (1000, 20)])

@@ -11,7 +11,6 @@ import pandas as pd
 from stats_dropout._internal.validation import draws_iv, keep_prob_iv, seed_iv
 from stats_dropout.studies.claims import masks, single_layer, training
 from stats_dropout.studies.claims.common import LEDGER_COLUMNS, LEVEL, VERDICTS, ClaimResult, ClaimSettings
-from stats_dropout.studies.training_experiments import start_mc_averaging
 
 # --- the ledger -----------------------------------------------------------------------------
 _TEXTS = {
@@ -189,10 +188,10 @@ def claims_ledger(*, seed=0, max_draws=None, keep_prob=0.8, claim_ids=None, tabl
 
 
 #: Claims whose measurement trains networks for seconds: the experiment table each reads
-#: (``experiment_table_for(settings, name)`` in :mod:`.training`), the function that starts it (a
-#: :class:`~stats_dropout.studies.training_experiments.PendingTable`) and the options beyond the
-#: seed it is started with; none changes a number.
-_TRAINING_TABLES = {"C16": ("mc_averaging", start_mc_averaging, {"threads": 2})}
+#: (``experiment_table_for(settings, name)`` in :mod:`.training`) and the options beyond the seed
+#: it is started with (``wait=False``: a :class:`~stats_dropout.studies.training_experiments.PendingTable`);
+#: none changes a number.
+_TRAINING_TABLES = {"C16": ("mc_averaging", {"threads": 2, "wait": False})}
 
 
 @contextlib.contextmanager
@@ -205,12 +204,14 @@ def _training_started(ids, seed, tables, progress):
     ``wait_for_tables(claim_id)``, which puts the tables the claim reads into ``tables``.
     ``progress`` gives them their own bar.
     """
+    from stats_dropout.studies import experiments
+
     pending = {}
     try:
         for cid in ids:
-            name, start, options = _TRAINING_TABLES.get(cid, (None, None, None))
+            name, options = _TRAINING_TABLES.get(cid, (None, None))
             if name is not None and name not in tables and name not in pending:
-                pending[name] = start(seed=seed_iv(seed), progress=progress, **options)
+                pending[name] = getattr(experiments, name)(seed=seed_iv(seed), progress=progress, **options)
 
         def wait_for_tables(claim_id):
             name = _TRAINING_TABLES.get(claim_id, (None,))[0]
