@@ -595,15 +595,42 @@ def calibration_page(path=None):
     return date.group(1).split(";")[0], wall.group(1)
 
 
-def slow_tier(goals):
-    """What exists for the slow tier: the calibration study's executors and its last recorded run."""
-    what = "slow tier: calibrations (`benchmarks/calibrate_battery.py`, `pytest -m slow`)"
+#: The slow tier's sample: null batteries of the calibration study on numpy's global RNG.
+SLOW_TIER_PLAN = {"numpy": {"2d": 48}}
+
+
+def slow_tier(goals, workers=None):
+    """A sample of the slow tier's seed loop (null batteries of the calibration study) in one
+    process and on a worker per core, in the same run: the speed-up, and whether the records
+    are the same bits (they must be). The last full recorded run is quoted from
+    docs/CALIBRATION.md."""
+    import pandas as pd
+
+    from stats_dropout.studies import calibration
+
+    what = ("slow tier: calibrations (`benchmarks/calibrate_battery.py`, `pytest -m slow`), sample: "
+            f"{sum(SLOW_TIER_PLAN['numpy'].values())} null batteries")
+    workers = workers or os.cpu_count() or 1
     page = calibration_page()
-    recorded = (f"last recorded run (docs/CALIBRATION.md, {page[0]}): {page[1]}" if page
-                else "no recorded run in docs/CALIBRATION.md")
-    goals.info(what, "not timed here; `--executor local` (one process) or `dask` (processes, "
-               f"default {LOCAL_CLUSTER_WORKERS} local workers, or `--scheduler ADDRESS`); " + recorded,
-               "", "scales with cores", "not measured")
+    recorded = (f"; last full run (docs/CALIBRATION.md, {page[0]}): {page[1]}" if page else "")
+    if workers < 2:
+        goals.skip(what, "one CPU: nothing to scale over" + recorded, "scales with cores")
+        return
+    # Start the pool and import the package in every worker first: the sample times the loop.
+    calibration.null_study(plan={"numpy": {"2d": 2 * workers}}, executor="processes", workers=workers)
+    times, records = {}, {}
+    for name, options in (("one process", dict(executor="local")),
+                          (f"{workers} workers", dict(executor="processes", workers=workers))):
+        start = time.perf_counter()
+        records[name] = pd.DataFrame(calibration.null_study(plan=SLOW_TIER_PLAN, **options))
+        times[name] = time.perf_counter() - start
+    one, many = times.values()
+    same = records["one process"].equals(records[f"{workers} workers"])
+    speedup = one / many
+    goals.check(what, f"one process {one:.1f} s, {workers} worker processes {many:.1f} s; records "
+                      + ("bit-identical" if same else "**differ**") + recorded,
+                f"{speedup:.2f}× on {workers} CPUs", speedup if same else 0.0, "≥", 0.75 * workers,
+                f"scales with cores (≥ {0.75 * workers:g}× on {workers}, same bits)")
 
 
 def environment(torch, load_start):
@@ -666,7 +693,8 @@ NOTES = """## Reading the tables
 - A *train pass* over 10^7 float64 values cannot beat `x * 1.0`, one read of x and one write
   of a fresh output (the machine's memory bound). On top of that it pays the random bits and
   one fused pass of the optional C kernel (`stats_dropout/reference/_fastmask.c`): compare, exact
-  division by `keep_prob` (kept units are `fl(x / p)`, not `x * (1/p)`), store, and the
+  division by `keep_prob` (kept units are `fl(x / p)`; a multiply by 1/p only where
+  `masks._exact_reciprocal` proves it gives the same bits), store, and the
   finiteness check of x. Without a compiler the numpy path gives the same bits more slowly.
   Inputs that fit in cache (10^6) are not memory bound: run with `--quick` to see.
 - *Moments* stream in blocks of 2^20 elements; their peak memory does not grow with the number
@@ -726,7 +754,10 @@ def main(argv=None):
     why = "--quick" if args.quick else "--no-commands" if args.no_commands else None
     skipped = {name: why for name, _, _ in COMMANDS} if why else {"report": "--no-report"} if args.no_report else {}
     bench_commands(goals, unit, unit_name, skipped)
-    slow_tier(goals)
+    if args.quick:
+        goals.skip("slow tier: calibrations", "not run (--quick)", "scales with cores")
+    else:
+        slow_tier(goals)
     wall = time.perf_counter() - started
     env = environment(torch, load_start)
     command = " ".join(["python benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
