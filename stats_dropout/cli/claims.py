@@ -20,8 +20,9 @@ def run(args):
             output_file_iv(args.csv, "--csv")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    # The claims' products are small (C16's digits network: 128 units): on one BLAS thread they
-    # take half the CPU time they take on two, and as long on a quiet machine.
+    # The claims' products are small (C16's digits network: 128 units): on one BLAS thread its
+    # Monte-Carlo passes took half the CPU time and no longer than on two (2-core machine), and
+    # the ledger runs them on two threads of its own.
     with single_threaded_blas():
         ledger = claims_ledger(seed=args.seed, progress=args.progress)
     print(f"stats-dropout claims: the forum thread's claims, measured (seed {args.seed}; "
