@@ -179,23 +179,24 @@ class Collector:
     def _exact_outputs(self, kept_scale):
         """The kept values :meth:`_kept_exactly` compares outputs with, as a lazy iterator of
         ``(value, kept_if_equal)``: every kept form and (inverted) every quotient ``x / p``
-        with ``p`` rounded in a dtype, each rounded to the probe's dtype, in the order layers
-        most often produce them. A value qualifies only if the tolerance tests would count it
-        as the first form on every observable unit. Only for a zero dropped value."""
-        values = [lambda i=i: kept_scale.form_values[i] for i in range(len(kept_scale.form_values))]
+        with ``p`` rounded in a dtype, each rounded to (and held in) the probe's dtype, in the
+        order layers most often produce them. A value qualifies only if the tolerance tests
+        would count it as the first form on every observable unit. Only for a zero dropped
+        value."""
+        values = list(kept_scale.form_values)
         if self.c.name == "inverted":  # layers divide: x / keep_prob, keep_prob rounded or not
-            values[1:1] = [lambda: self.x64 / self.p] + [
-                lambda d=d: self.x64 / float(np.asarray(self.p, dtype=d)) for d in self.scale_dtypes]
+            values[1:1] = [self.x64 / self.p] + [self.x64 / float(np.asarray(self.p, dtype=d))
+                                                 for d in self.scale_dtypes]
         first, tol = kept_scale.form_values[0], kept_scale.tolerance
+        native = is_real_float_dtype(self.x.dtype)
         for value in values:
-            exact = value()
-            if is_real_float_dtype(self.x.dtype):
-                exact = exact.astype(self.x.dtype).astype(np.float64)
+            rounded = value.astype(self.x.dtype) if native else value
+            exact = rounded.astype(np.float64)
             # The float64 arithmetic the tolerance tests do on an output equal to `exact`.
             if not np.any((np.abs(exact - first) > tol) & self.observable):
-                yield exact, (np.abs(exact) > self.kept_tol) & self.observable
+                yield rounded, (np.abs(exact) > self.kept_tol) & self.observable
 
-    def _kept_exactly(self, y64, kept):
+    def _kept_exactly(self, y, kept):
         """True, with ``kept`` filled, when every output is exactly 0 or exactly one qualifying
         kept value on every unit (:meth:`_exact_outputs`); False (``kept`` undefined) otherwise.
 
@@ -207,23 +208,27 @@ class Collector:
         """
         tried = self._exact_tried
         for i, candidate in enumerate(tried):
-            if self._zero_or_equal(y64, candidate, kept):
+            if self._zero_or_equal(y, candidate, kept):
                 tried.insert(0, tried.pop(i))
                 return True
         for candidate in self._exact_pending:
             tried.append(candidate)
-            if self._zero_or_equal(y64, candidate, kept):
+            if self._zero_or_equal(y, candidate, kept):
                 tried.insert(0, tried.pop())
                 return True
         self._exact_pending = None
         return False
 
-    def _zero_or_equal(self, y64, candidate, kept):
-        """Is every output 0 or its unit's ``value``? ``kept`` is then filled."""
+    def _zero_or_equal(self, y, candidate, kept):
+        """Is every output 0 or its unit's ``value``? ``kept`` is then filled.
+
+        ``y`` is the output in its own dtype when that is the probe's (widening is exact, so
+        equality there is equality in float64, at a fraction of the bytes), else in float64.
+        """
         value, kept_if_equal = candidate
         either = self._either
-        np.equal(y64, value, out=kept)
-        np.equal(y64, 0.0, out=either)
+        np.equal(y, value, out=kept)
+        np.equal(y, 0, out=either)
         np.logical_or(either, kept, out=either)
         if not either.all():
             return False
@@ -235,7 +240,7 @@ class Collector:
         and whether every kept unit equals its kept value exactly (then the kept-scale test
         has nothing left to find)."""
         kept = self._kept[draw % 2]
-        if self._exact_pending is not None and self._kept_exactly(y64, kept):
+        if self._exact_pending is not None and self._kept_exactly(self._native, kept):
             return kept, True
         magnitude = self._magnitude
         if self.zero_dropped:  # Bernoulli: |y − 0| needs no subtraction
@@ -287,16 +292,18 @@ class Collector:
                 y.dtype, np.complexfloating):
             ev.shape_error = f"train returned a non-real array of dtype {y.dtype}"
             return None
+        # A sum with an inf or NaN term is inf or NaN in any order (IEEE 754), so a finite sum
+        # proves every value finite in one reduction (of the output's own bytes); only an inf
+        # or NaN sum (or an overflow) needs the element-wise test.
+        with np.errstate(over="ignore", invalid="ignore"):  # inf − inf is the NaN we look for
+            total = np.sum(y) if y.dtype == self.x.dtype else np.nan
         if y.dtype == np.float64 or self._widened is None:
             y64 = np.asarray(y, dtype=np.float64)  # no copy of a float64 output: it is only read
         else:  # widened into the draw's scratch array
             y64 = self._widened
             np.copyto(y64, y, casting="unsafe")
-        # A sum with an inf or NaN term is inf or NaN in any order (IEEE 754), so a finite sum
-        # proves every value finite in one reduction; only an inf or NaN sum (or an overflow)
-        # needs the element-wise test.
-        with np.errstate(over="ignore", invalid="ignore"):  # inf − inf is the NaN we look for
-            total = np.sum(y64)
+        # The output as the exact comparisons read it (_kept_exactly): its own dtype if the probe's.
+        self._native = y if y.dtype == self.x.dtype else y64
         if not np.isfinite(total):
             finite = np.isfinite(y64)
             if not finite.all():
