@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 import stats_dropout as sd
-from stats_dropout._internal.executors import LOCAL_CLUSTER_WORKERS
 from stats_dropout.inference.montecarlo import estimate_masked_matmul_moments, estimate_statistic_moments
 from stats_dropout.reference.masks import THREADS_ENV
 from stats_dropout.reference.schemes import bernoulli_mask

@@ -336,7 +336,6 @@ def test_reciprocal_only_when_rounding_to_nearest(monkeypatch):
     # the multiplication's proof is for rounding to nearest (here x / 0.8 is just below x * 1.25).
     import ctypes
     import ctypes.util
-
     import platform
 
     name = ctypes.util.find_library("m")
@@ -377,7 +376,6 @@ def test_many_runs_of_chunks_any_thread_count(monkeypatch, dtype, keep_prob):
 def test_avx2_and_portable_loops_give_the_same_bits():
     # The kernel's AVX2 loops (where the CPU has them) against its portable ones, forced by
     # $STATS_DROPOUT_NO_AVX2 in a child interpreter: same bits, dividing and multiplying.
-    import hashlib
     import subprocess
     import sys
 
@@ -390,8 +388,8 @@ def test_avx2_and_portable_loops_give_the_same_bits():
         "        x[:3] = (-0.0, np.finfo(dtype).tiny / 3, np.finfo(dtype).max)\n"
         "        with np.errstate(over='ignore'):\n"
         "            for n_draws, threads in ((None, 1), (5, 2)):\n"
-        "                out = masks.masked_full(x[: 999 if n_draws else None], p, np.random.default_rng(2), n_draws, p,"
-        " threads=threads)\n"
+        "                out = masks.masked_full(x[: 999 if n_draws else None], p, np.random.default_rng(2),"
+        " n_draws, p, threads=threads)\n"
         "                print(hashlib.sha256(out.tobytes()).hexdigest())\n"
     )
 
