@@ -98,8 +98,8 @@ class PooledRows:
         projection, dev, mean, square = self._want
         work = self._work
         row = [np.nan] * 4
-        # Each sum is np.sum of the same products as before, written into one scratch array
-        # (the same pairwise summation, so the same bits, without allocating per draw).
+        # Each sum is np.sum of the products written into one scratch array: the pairwise
+        # summation of a fresh product array, without allocating one per draw.
         if projection:
             np.multiply(y_unit, self.mu, out=work)
             row[0] = float(np.sum(work) / self._mu_sq) if self._mu_sq > 0 else np.nan
@@ -281,8 +281,9 @@ class KeptScale:
 
     def update(self, y, y_unit, kept, exact=False):
         """Add one draw: ``y`` in its own units, ``y_unit`` at unit scale, ``kept`` its kept
-        units; ``exact``: the caller found every kept unit equal to the first form's value as
-        the output dtype rounds it, which is within the tolerance (nothing to test)."""
+        units; ``exact``: the caller found every kept unit exactly equal to a kept value that
+        is within the first form's tolerance on every unit (Collector._kept_exactly), so there
+        is nothing to test and every kept unit counts for the first form."""
         n_kept = int(np.count_nonzero(kept))
         if exact:
             bad, n_bad = None, 0
