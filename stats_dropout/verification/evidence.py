@@ -177,12 +177,12 @@ class Collector:
         self._widened = np.empty(shape) if self.c.has_masks else None
 
     def _exact_outputs(self, kept_scale):
-        """The kept values :meth:`_kept_exactly` compares outputs with, as a lazy iterator of
-        ``(value, kept_if_equal)``: every kept form and (inverted) every quotient ``x / p``
-        with ``p`` rounded in a dtype, each rounded to (and held in) the probe's dtype, in the
-        order layers most often produce them. A value qualifies only if the tolerance tests
-        would count it as the first form on every observable unit. Only for a zero dropped
-        value."""
+        """The kept values :meth:`_kept_exactly` compares outputs with, as an iterator of
+        ``(value, kept_if_equal)`` qualified one at a time as they are needed: every kept form
+        and (inverted) every quotient ``x / p`` with ``p`` rounded in a dtype, each rounded to
+        (and held in) the probe's dtype, in the order layers most often produce them. A value
+        qualifies only if it is finite there and the tolerance tests would count it as the
+        first form on every observable unit. Only for a zero dropped value."""
         values = list(kept_scale.form_values)
         if self.c.name == "inverted":  # layers divide: x / keep_prob, keep_prob rounded or not
             values[1:1] = [self.x64 / self.p] + [self.x64 / float(np.asarray(self.p, dtype=d))
@@ -190,11 +190,16 @@ class Collector:
         first, tol = kept_scale.form_values[0], kept_scale.tolerance
         native = is_real_float_dtype(self.x.dtype)
         for value in values:
-            rounded = value.astype(self.x.dtype) if native else value
-            exact = rounded.astype(np.float64)
-            # The float64 arithmetic the tolerance tests do on an output equal to `exact`.
-            if not np.any((np.abs(exact - first) > tol) & self.observable):
-                yield rounded, (np.abs(exact) > self.kept_tol) & self.observable
+            # A form whose scale rounds above 1/p may overflow in a narrow dtype where the
+            # layer's own output does not: such a candidate is no candidate, and no warning.
+            with np.errstate(over="ignore", invalid="ignore"):
+                rounded = value.astype(self.x.dtype) if native else value
+            value64 = rounded.astype(np.float64)
+            if not np.isfinite(value64).all():
+                continue
+            # The float64 arithmetic the tolerance tests do on an output equal to `value64`.
+            if not np.any((np.abs(value64 - first) > tol) & self.observable):
+                yield rounded, (np.abs(value64) > self.kept_tol) & self.observable
 
     def _kept_exactly(self, y, kept):
         """True, with ``kept`` filled, when every output is exactly 0 or exactly one qualifying

@@ -16,54 +16,91 @@ from stats_dropout.verification.evidence import Collector
 P = 0.8
 
 
-def _exact(x):
-    return x * (np.random.rand(*x.shape) < P) / P
+def _exact(x, p=P):
+    return x * (np.random.rand(*x.shape) < p) / p
 
 
-def _times_inverse(x):  # torch's form: x · fl(1/p), an ulp off fl(x/p) on some units
-    return x * (np.random.rand(*x.shape) < P) * (1 / P)
+def _times_inverse(x, p=P):  # torch's form: x · fl(1/p), an ulp off fl(x/p) on some units
+    return x * (np.random.rand(*x.shape) < p) * (1 / p)
 
 
-def _late_bug(x, _calls=[0]):  # noqa: B006 — the call counter is the point
+def _late_bug():
     """Exact for three calls, then one unit 1 % off its kept value on every call."""
-    y = _exact(x)
-    _calls[0] += 1
-    if _calls[0] > 3:
-        i = np.flatnonzero(y)[0]
-        y.flat[i] *= 1.01
-    return y
+    calls = []
+
+    def train(x, p=P):
+        y = _exact(x, p)
+        calls.append(1)
+        if len(calls) > 3:
+            y.flat[np.flatnonzero(y)[0]] *= 1.01
+        return y
+
+    return train
 
 
-def _evidence(fn, x, shortcut, dtype=None):
-    contract = ContractModel.of("inverted", ())
-    collector = Collector(fn, x if dtype is None else x.astype(dtype), P, contract)
+def _evidence(fn, x, p, shortcut):
+    collector = Collector(lambda v: fn(v, p), x, p, ContractModel.of("inverted", ()))
     if not shortcut:
         collector._exact_outputs = lambda kept_scale: None  # the tolerance tests only
     return collector.collect(12, seed=3)
 
 
 def _summary(ev):
-    ks = ev.kept_scale
+    ks, pairs = ev.kept_scale, ev.pairs
     return (ev.draws, ks.checked, ks.violations, ks.worst, tuple(ks.form_matches), ks.ratios,
-            ev.masks.entry_counts.tolist(), [c.tolist() for c in ev.masks.row_counts],
-            ev.statistics().tobytes(), ks.fitted(False))  # bytes: NaN columns compare equal
+            ev.masks.entry_counts.tolist(), [c.tolist() for c in ev.masks.row_counts], ev.masks.kept,
+            ev.masks.group_kept.tolist(), pairs.call_pairs, pairs.axis_pairs, pairs.identical_consecutive,
+            ev.only_zero_one, ev.statistics().tobytes(),  # bytes: NaN columns compare equal
+            ks.fitted(False), ks.fitted(True))
 
 
-@pytest.mark.parametrize("fn", [_exact, _times_inverse, _late_bug], ids=["exact", "times_inverse", "late_bug"])
-@pytest.mark.parametrize("dtype", [None, np.float32], ids=["float64", "float32"])
-def test_the_exact_shortcut_gives_the_evidence_of_the_tolerance_tests(fn, dtype):
+def _probe(zeros):
     x = scheme_probe((32, 48), seed=1)
-    _late_bug.__defaults__[0][0] = 0
-    fast = _summary(_evidence(fn, x, shortcut=True, dtype=dtype))
-    _late_bug.__defaults__[0][0] = 0
-    slow = _summary(_evidence(fn, x, shortcut=False, dtype=dtype))
+    if zeros:  # unobservable units: their kept value is 0, as is their dropped one
+        x[:, ::5] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("make", [lambda: _exact, lambda: _times_inverse, _late_bug],
+                         ids=["exact", "times_inverse", "late_bug"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("p", [0.8, 0.9])
+@pytest.mark.parametrize("zeros", [False, True], ids=["", "zeros"])
+def test_the_exact_shortcut_gives_the_evidence_of_the_tolerance_tests(make, dtype, p, zeros):
+    x = _probe(zeros).astype(dtype)
+    fast = _summary(_evidence(make(), x, p, shortcut=True))
+    slow = _summary(_evidence(make(), x, p, shortcut=False))
     assert fast == slow
 
 
 def test_a_kept_unit_off_after_exact_draws_still_fails_the_kept_scale_check():
-    _late_bug.__defaults__[0][0] = 0
-    result = sd.verify_dropout(_late_bug, keep_prob=P)
+    result = sd.verify_dropout(_late_bug(), keep_prob=P)
     assert "check_kept_scale[keep_prob=0.8]" in {c.check for c in result.failed_checks}
+
+
+def test_a_candidate_that_overflows_in_the_probe_dtype_is_no_candidate_and_no_warning():
+    # A float16 layer multiplying by 1/p rounded to bfloat16 (an accepted form, above 1/p):
+    # rounding that form's value of 58960 to float16 overflows, the layer's own output does not.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    p = 0.9
+    x = (scheme_probe((64, 64), seed=0) * 2000).astype(np.float16)
+    x.flat[0] = 58960
+    scale = np.float16(float(ml_dtypes.bfloat16(1 / p)))
+
+    def bf16_scale(v):
+        return (v * (np.random.rand(*v.shape) < p)).astype(np.float16) * scale
+
+    assert sd.verify_dropout(bf16_scale, keep_prob=p, example_input=x).passed  # warnings are errors here
+
+
+def test_the_kept_scale_is_described_from_every_kept_unit():
+    def first_rows_only(x):  # the rescale applied to the first rows only (a chunked-loop bug)
+        y = x * (np.random.rand(*x.shape) < P)
+        y[:16] /= P
+        return y
+
+    result = sd.verify_dropout(first_rows_only, keep_prob=P)
+    assert "did you forget to divide by keep_prob" in str(result.diagnosis)
 
 
 def test_the_cost_line_counts_the_calls_and_the_time_inside_them():
