@@ -25,7 +25,11 @@ from stats_dropout.inference import design
 from stats_dropout.inference import stats as stats_mod
 from stats_dropout.inference.intervals import t_interval
 
-CLI = [sys.executable, "-c", "import sys; from stats_dropout.cli import main; sys.exit(main())"]
+#: The command line in a child interpreter, Ctrl-C answered as in a terminal: a test run started in the
+#: background (``pytest &``) ignores SIGINT, the child would inherit that, and Python installs its
+#: KeyboardInterrupt handler only where SIGINT is not ignored (the Ctrl-C tests then waited 30 s and failed).
+CLI = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+       "from stats_dropout.cli import main; sys.exit(main())"]
 
 USER = """
 import sys
