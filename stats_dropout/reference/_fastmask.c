@@ -471,19 +471,28 @@ static int apply_chunk(const job_t *j, Py_ssize_t k, const uint64_t *words, cons
 
 /* A worker takes the next chunk, waits for its turn, draws all of the chunk's bits, passes the
  * turn on, then selects (the memory-bound part, in parallel with the other workers). */
+/* A thread's scratch for one chunk: its random words and its tie positions (touched at ties
+ * only). Both NULL, with the job stopped for want of memory and its waiters woken, on failure. */
+static int alloc_scratch(job_t *j, uint64_t **words, uint32_t **kept) {
+    *words = (uint64_t *)malloc((size_t)((j->maxcount + 7) / 8) * sizeof(uint64_t));
+    *kept = (uint32_t *)malloc((size_t)j->maxcount * sizeof(uint32_t));
+    if (*words != NULL && *kept != NULL) return 1;
+    free(*words);
+    free(*kept);
+    *words = NULL;
+    *kept = NULL;
+    LOCK(j);
+    j->nomem = j->stop = 1;
+    WAKE(j);
+    UNLOCK(j);
+    return 0;
+}
+
 static void *worker(void *arg) {
     job_t *j = (job_t *)arg;
-    uint64_t *words = (uint64_t *)malloc((size_t)((j->maxcount + 7) / 8) * sizeof(uint64_t));
-    uint32_t *kept = (uint32_t *)malloc((size_t)j->maxcount * sizeof(uint32_t)); /* touched at ties only */
-    if (words == NULL || kept == NULL) {
-        LOCK(j);
-        j->nomem = j->stop = 1;
-        WAKE(j);
-        UNLOCK(j);
-        free(words);
-        free(kept);
-        return NULL;
-    }
+    uint64_t *words;
+    uint32_t *kept;
+    if (!alloc_scratch(j, &words, &kept)) return NULL;
     for (;;) {
         LOCK(j);
         if (j->stop || j->next_chunk >= j->nchunks) {
@@ -563,16 +572,9 @@ static Py_ssize_t group_of(const job_t *j) {
 
 static void *scan_worker(void *arg) {
     job_t *j = (job_t *)arg;
-    uint64_t *words = (uint64_t *)malloc((size_t)((j->maxcount + 7) / 8) * sizeof(uint64_t));
-    uint32_t *kept = (uint32_t *)malloc((size_t)j->maxcount * sizeof(uint32_t)); /* touched at ties only */
-    if (words == NULL || kept == NULL) {
-        LOCK(j);
-        j->nomem = j->stop = 1;
-        UNLOCK(j);
-        free(words);
-        free(kept);
-        return NULL;
-    }
+    uint64_t *words;
+    uint32_t *kept;
+    if (!alloc_scratch(j, &words, &kept)) return NULL;
     const Py_ssize_t group = group_of(j);
     for (;;) {
         LOCK(j);

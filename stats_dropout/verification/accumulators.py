@@ -137,7 +137,6 @@ class MaskCounts:
     def __init__(self, x, observable, axes):
         self.axes = axes
         self.observable = observable
-        self.all_observable = bool(observable.all())
         self.entries_obs = mask_entries(observable, axes)
         # int32 counts: at most one per draw, and half the memory traffic of int64 per update.
         self.entry_counts = np.zeros(self.entries_obs.shape, dtype=np.int32)

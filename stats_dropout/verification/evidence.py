@@ -159,6 +159,9 @@ class Collector:
         # for Bernoulli masks, x away from α' for alpha dropout.
         self.observable = contract.observable(self.x64, keep_prob, self.rounding_dtype, self.forms)
         self.all_observable = bool(self.observable.all())
+        # Per collection (collect): the exact shortcut's candidates, and each draw's output in
+        # the dtype its exact comparisons read (_screen sets it, _kept_units reads it).
+        self._exact_pending, self._exact_tried, self._native = None, [], None
         if contract.has_masks:
             self.dropped = contract.dropped_value(self.x64, keep_prob)
             self.zero_dropped = not np.any(self.dropped)

@@ -133,18 +133,24 @@ def _assert_same_bits(a, b):
     np.testing.assert_array_equal(a.view(width), b.view(width))  # ±0, inf and all
 
 
+def _assert_every_thread_count(x, keep_prob, seed, n_draws, expected, state):
+    """The kernel at every count of THREADS gives ``expected`` and leaves the generator seeded
+    with ``seed`` in ``state`` (the same stream consumed as by the numpy path)."""
+    for threads in THREADS:
+        rng = np.random.default_rng(seed)
+        with np.errstate(over="ignore"):
+            got = masks.masked_full(x, keep_prob, rng, n_draws, keep_prob, threads=threads)
+        _assert_same_bits(got, expected)
+        assert rng.bit_generator.state == state
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("keep_prob", KEEP_PROBS)
 @pytest.mark.parametrize("size", SIZES)
 def test_any_thread_count_gives_the_numpy_paths_bits(monkeypatch, dtype, keep_prob, size):
     x = _input(size, dtype)
     expected, state = _numpy_path(monkeypatch, x, keep_prob, seed=size + 1)
-    for threads in THREADS:
-        rng = np.random.default_rng(size + 1)
-        with np.errstate(over="ignore"):
-            got = masks.masked_full(x, keep_prob, rng, None, keep_prob, threads=threads)
-        _assert_same_bits(got, expected)
-        assert rng.bit_generator.state == state  # same stream consumed, same final state
+    _assert_every_thread_count(x, keep_prob, size + 1, None, expected, state)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -155,12 +161,7 @@ def test_stacked_draws_any_thread_count(monkeypatch, dtype, keep_prob, n_draws, 
     # and rows cut in pieces (size >= B).
     x = _input(size, dtype)
     expected, state = _numpy_path(monkeypatch, x, keep_prob, 9, n_draws)
-    for threads in THREADS:
-        rng = np.random.default_rng(9)
-        with np.errstate(over="ignore"):
-            got = masks.masked_full(x, keep_prob, rng, n_draws, keep_prob, threads=threads)
-        _assert_same_bits(got, expected)
-        assert rng.bit_generator.state == state
+    _assert_every_thread_count(x, keep_prob, 9, n_draws, expected, state)
 
 
 @pytest.mark.parametrize("bit_generator", BIT_GENERATORS)
@@ -365,12 +366,7 @@ def test_many_runs_of_chunks_any_thread_count(monkeypatch, dtype, keep_prob):
     # published states or skip over chunks drawn by others: same bits and final state as numpy.
     x = _input(17 * B + 3, dtype)
     expected, state = _numpy_path(monkeypatch, x, keep_prob, seed=12)
-    for threads in THREADS:
-        rng = np.random.default_rng(12)
-        with np.errstate(over="ignore"):
-            got = masks.masked_full(x, keep_prob, rng, None, keep_prob, threads=threads)
-        _assert_same_bits(got, expected)
-        assert rng.bit_generator.state == state
+    _assert_every_thread_count(x, keep_prob, 12, None, expected, state)
 
 
 def test_avx2_and_portable_loops_give_the_same_bits():
